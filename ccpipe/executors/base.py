@@ -1,0 +1,83 @@
+"""The executor interface and the progress display both executors share."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from ccpipe.errors import CcpipeError
+
+log = logging.getLogger(__name__)
+
+
+class TaskFailed(CcpipeError):
+    """A task kept failing after its retries; finished tasks are kept on disk."""
+
+
+class Executor:
+    """Map a picklable function over items, yielding ``(item, result)`` as they finish.
+
+    ``weights`` (e.g. compressed bytes per shard) drive the progress bar and ETA;
+    results that are dicts with a ``"docs"`` key feed the docs/s figure.
+    """
+
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Any],
+        *,
+        desc: str,
+        weights: Sequence[float] | None = None,
+    ) -> Iterator[tuple[Any, Any]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Progress:
+    """A tqdm bar over item weights with a docs/s postfix and an ETA."""
+
+    def __init__(self, desc: str, weights: Sequence[float], enabled: bool = True):
+        from tqdm import tqdm
+
+        self.use_weights = sum(weights) > 0 and len(set(weights)) > 0 and any(w != 1.0 for w in weights)
+        self.bar = tqdm(
+            total=float(sum(weights)) if self.use_weights else len(weights),
+            desc=desc,
+            unit="B" if self.use_weights else "task",
+            unit_scale=self.use_weights,
+            disable=not enabled,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
+        self.start = time.perf_counter()
+        self.docs = 0
+
+    def update(self, weight: float, result: Any) -> None:
+        self.bar.update(weight if self.use_weights else 1)
+        if isinstance(result, dict) and "docs" in result:
+            self.docs += int(result["docs"])
+            rate = self.docs / max(time.perf_counter() - self.start, 1e-9)
+            self.bar.set_postfix_str(f"{self.docs} docs, {rate:,.0f} docs/s", refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def items_with_weights(items: Sequence[Any], weights: Sequence[float] | None) -> list[tuple[Any, float]]:
+    w = list(weights) if weights is not None else [1.0] * len(items)
+    if len(w) != len(items):
+        raise ValueError("weights and items differ in length")
+    return list(zip(items, w))
+
+
+def iter_pairs(items: Iterable[Any]) -> Iterator[Any]:
+    yield from items

@@ -1,0 +1,212 @@
+"""The run: plan shards, hash lines, merge hash groups, process shards, merge stats.
+
+Every phase is a map of a module-level function over picklable arguments, run by
+whichever executor the config names; each finished unit leaves a marker, so a
+rerun skips it and a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from ccpipe.config import PipelineConfig
+from ccpipe.errors import ConfigError
+from ccpipe.executors import make_executor
+from ccpipe.io.inputs import Shard, plan_shards
+from ccpipe.io.parquet import ShardWriter, output_schema, partition_of
+from ccpipe.io.wet import read_wet
+from ccpipe.stats import Stats, merge_counters, write_json_atomic
+from ccpipe.steps.base import Step, TaskContext, counted
+from ccpipe.steps.dedup import LineDedup, group_files, hash_documents, merge_group, shard_hashes_dir
+from ccpipe.steps.langid import LanguageId
+
+log = logging.getLogger(__name__)
+
+
+def build_steps(cfg: PipelineConfig) -> list[Step]:
+    """The main pass, in CCNet's order. Line dedup must stay first: it matches
+    documents to the hashing pass by their position in the shard."""
+    steps: list[Step] = []
+    if cfg.dedup.enabled:
+        steps.append(LineDedup(keep_first=cfg.dedup.keep_first))
+    steps.append(LanguageId(model=cfg.langid.model, threshold=cfg.langid.threshold))
+    return steps
+
+
+@dataclass(slots=True)
+class RunSpec:
+    """Everything a worker needs for one run; pickled with each task."""
+
+    config: PipelineConfig
+    out_dir: Path
+    steps: list[Step]
+    schema: pa.Schema
+    run_key: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def work_dir(self) -> Path:
+        return self.out_dir / "_work"
+
+    def shard_stats_path(self, task_id: int) -> Path:
+        return self.out_dir / "stats" / "shards" / f"part-{task_id:05d}.json"
+
+    def hash_marker(self, task_id: int) -> Path:
+        return shard_hashes_dir(self.work_dir, task_id).directory / "DONE"
+
+    def group_marker(self, group_id: int) -> Path:
+        return self.work_dir / "line_hashes" / f"group-{group_id:05d}.done"
+
+
+# Steps unpickled in a worker are kept for the next task of the same run, so
+# models load once per process rather than once per shard.
+_WORKER_STEPS: dict[str, list[Step]] = {}
+
+
+def _worker_steps(spec: RunSpec) -> list[Step]:
+    steps = _WORKER_STEPS.get(spec.run_key)
+    if steps is None:
+        _WORKER_STEPS.clear()
+        _WORKER_STEPS[spec.run_key] = steps = spec.steps
+    return steps
+
+
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def hash_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
+    spec, shard = args
+    scratch = Stats()  # reading problems are counted once, in the main pass
+    out = shard_hashes_dir(spec.work_dir, shard.task_id)
+    counters = hash_documents(
+        read_wet(shard.path, scratch, shard.range), out, shard.index_in_group, spec.config.dedup.keep_first
+    )
+    write_json_atomic(spec.hash_marker(shard.task_id), counters)
+    return {"docs": counters["documents"]}
+
+
+def merge_task(args: tuple[RunSpec, int, list[Shard]]) -> dict[str, Any]:
+    spec, group_id, shards = args
+    dups, first = group_files(spec.work_dir, group_id)
+    counters = merge_group(
+        [shard_hashes_dir(spec.work_dir, s.task_id) for s in shards], dups, first, spec.config.dedup.keep_first
+    )
+    counters["merge_peak_rss_bytes_max"] = _peak_rss_bytes()
+    write_json_atomic(spec.group_marker(group_id), counters)
+    return counters
+
+
+def main_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
+    spec, shard = args
+    stats = Stats(shards=1)
+    ctx = TaskContext(
+        task_id=shard.task_id,
+        work_dir=spec.work_dir,
+        stats=stats,
+        group_id=shard.group_id,
+        index_in_group=shard.index_in_group,
+    )
+    docs = read_wet(shard.path, stats, shard.range)
+    for step in _worker_steps(spec):
+        stats.step(step.name)  # stats list steps in pipeline order
+        step.prepare(ctx)
+        docs = counted(step, docs, ctx)
+    out = spec.config.output
+    writer = ShardWriter(spec.out_dir, shard.task_id, spec.schema, out.compression, out.row_group_rows)
+    try:
+        for doc in docs:
+            writer.write(doc)
+            stats.docs_kept += 1
+            stats.chars_kept += len(doc.raw_content)
+            stats.by_language[partition_of(doc)] += 1
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    if spec.config.dedup.enabled:
+        hashed = json.loads(spec.hash_marker(shard.task_id).read_text())
+        stats.step("line_dedup").counters["unique_lines_in_shard"] += hashed["unique_lines_in_shard"]
+    stats.counters["worker_peak_rss_bytes_max"] = _peak_rss_bytes()
+    stats.check()
+    stats.save(spec.shard_stats_path(shard.task_id))  # the shard's completion marker
+    return {"docs": stats.docs_read}
+
+
+def _check_same_run(spec: RunSpec, shards: list[Shard]) -> None:
+    """Refuse to mix a rerun with finished shards of a different config or input."""
+    record = {
+        "config": spec.config.to_dict(),
+        "shards": [[s.path, s.range.start, s.range.end] for s in shards],
+        "steps": [s.name for s in spec.steps],
+    }
+    record["config"]["executor"] = None  # how it runs does not change what it makes
+    record["config"]["output"].pop("dir", None)
+    path = spec.work_dir / "run.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != json.loads(json.dumps(record)):
+            raise ConfigError(
+                f"{spec.out_dir} holds a run with another config or input; "
+                "use a new output.dir (--out) or delete the old one to start over"
+            )
+    else:
+        write_json_atomic(path, record)
+
+
+def merge_stats(out_dir: Path, shards: list[Shard]) -> Stats:
+    total = Stats()
+    for s in shards:
+        total.merge(Stats.load(out_dir / "stats" / "shards" / f"part-{s.task_id:05d}.json"))
+    for marker in sorted((out_dir / "_work" / "line_hashes").glob("group-*.done")):
+        merge_counters(total.step("line_dedup").counters, json.loads(marker.read_text()))
+    total.check()
+    return total
+
+
+def run_pipeline(cfg: PipelineConfig) -> Stats:
+    """Run (or resume) the pipeline described by ``cfg``; returns the run's stats."""
+    out_dir = Path(cfg.output.dir).expanduser().resolve()
+    steps = build_steps(cfg)
+    for step in steps:
+        check = getattr(step, "check", None)
+        if check:
+            check()  # missing models fail here, before any work
+    fields: dict[str, pa.DataType] = {}
+    for step in steps:
+        fields.update(step.output_fields)
+    shards = plan_shards(cfg.input, cfg.dedup.group_size)
+    run_key = f"{out_dir}:{os.getpid()}"
+    spec = RunSpec(cfg, out_dir, steps, output_schema(fields), run_key)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_run(spec, shards)
+    log.info("%d shard(s) from %d input file(s) -> %s", len(shards), len({s.path for s in shards}), out_dir)
+
+    with make_executor(cfg.executor) as ex:
+        if cfg.dedup.enabled:
+            todo = [s for s in shards if not spec.hash_marker(s.task_id).is_file()]
+            for _ in ex.map(hash_task, [(spec, s) for s in todo], desc="hash lines", weights=[s.size for s in todo]):
+                pass
+            groups: dict[int, list[Shard]] = {}
+            for s in shards:
+                groups.setdefault(s.group_id, []).append(s)
+            todo_g = [g for g in groups if not spec.group_marker(g).is_file()]
+            for _ in ex.map(merge_task, [(spec, g, groups[g]) for g in todo_g], desc="merge hashes"):
+                pass
+        todo = [s for s in shards if not spec.shard_stats_path(s.task_id).is_file()]
+        if len(todo) < len(shards):
+            log.info("resuming: %d of %d shards already done", len(shards) - len(todo), len(shards))
+        for _ in ex.map(main_task, [(spec, s) for s in todo], desc="process", weights=[s.size for s in todo]):
+            pass
+
+    stats = merge_stats(out_dir, shards)
+    stats.save(out_dir / "stats" / "run.json")
+    return stats
