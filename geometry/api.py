@@ -1,0 +1,251 @@
+"""Document-level geometry: load store, ANN index and score model once, answer many queries.
+
+``GeometryIndex.open(run_dir)`` is what the CLI and an HTTP service hold on to. Every
+answer carries ``converged`` and ``energy``; a distance whose solver did not converge is
+returned with ``converged = False`` (and logged), never passed off as a good one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from geometry.distances import DistanceResult, GeodesicConfig, geodesic, upper_bound
+from geometry.embed import EmbedConfig, Embedder
+from geometry.graph import KnnGraph
+from geometry.index import AnnIndex
+from geometry.metric import SteinMetric, scale_free_lambda
+from geometry.score_model import ScoreFunction
+from geometry.store import EmbeddingStore, geometry_dir, write_json_atomic
+from geometry.train import load_score_model
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["geodesic", "upper", "graph"]
+MODES = ("geodesic", "upper", "graph")
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class QueryConfig:
+    """How document queries are answered."""
+
+    c: float = 1.0
+    """lam = c / median |s|^2 over stored embeddings (tangential score on the sphere)."""
+    sphere: bool = True
+    """Keep curves on the unit sphere (see docs/geometry.md for the measurement behind it)."""
+    geodesic: GeodesicConfig = GeodesicConfig()
+    """Solver settings for mode 'geodesic' and for paths."""
+    upper_points: int = 32
+    """Quadrature points of the upper-bound mode (and of graph edges); the same as the
+    geodesic's, so the two modes' discretisation errors match and geodesic <= upper holds."""
+    candidates: int = 50
+    """ANN candidates re-ranked by Stein distance in neighbour queries."""
+    graph_k: int = 10
+    """Neighbours per node of the kNN graph."""
+    lambda_sample: int = 2048
+    """Stored vectors used to set lam."""
+
+    def __post_init__(self) -> None:
+        if self.c < 0 or self.upper_points < 2 or self.candidates < 1 or self.graph_k < 1:
+            raise ValueError("c >= 0, upper_points >= 2, candidates >= 1 and graph_k >= 1 required")
+
+
+@dataclass(slots=True, frozen=True)
+class DocDistance:
+    id_a: str
+    id_b: str
+    distance: float
+    converged: bool
+    energy: float
+    mode: str
+
+
+@dataclass(slots=True, frozen=True)
+class Neighbour:
+    id: str
+    distance: float
+    converged: bool
+    energy: float
+    cosine: float
+
+
+@dataclass(slots=True, frozen=True)
+class DocPath:
+    id_a: str
+    id_b: str
+    distance: float
+    converged: bool
+    energy: float
+    points: np.ndarray
+    """P x d points of the curve."""
+    nearest: list[tuple[str, float]]
+    """For every point, the nearest stored document and its cosine similarity."""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("points")
+        return d
+
+
+class GeometryIndex:
+    """Embeddings, ANN index, score model and metric of one run, loaded once."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        store: EmbeddingStore,
+        ann: AnnIndex,
+        metric: SteinMetric,
+        config: QueryConfig,
+        *,
+        score_meta: dict | None = None,
+        embed_config: EmbedConfig | None = None,
+    ) -> None:
+        self.run_dir = run_dir
+        self.store = store
+        self.ann = ann
+        self.metric = metric
+        self.config = config
+        self.score_meta = score_meta or {}
+        self._embedder = Embedder(embed_config or EmbedConfig(progress=False))
+        self._vectors = store.tensor()  # N x d, zero-copy view of the memory map
+        self._graph: KnnGraph | None = None
+
+    @classmethod
+    def open(cls, run_dir: str | os.PathLike[str], config: QueryConfig | None = None, *, device: str | None = None) -> "GeometryIndex":
+        """Open a run that has been embedded and trained (``embed`` then ``train``)."""
+        cfg = config or QueryConfig()
+        run = Path(run_dir)
+        store = EmbeddingStore.open(run)
+        ann = AnnIndex.open(run)
+        if ann.ntotal < store.count:
+            log.warning("ANN index holds %d of %d vectors; rerun `embed` to extend it", ann.ntotal, store.count)
+        net, meta = load_score_model(geometry_dir(run) / "score" / "model.pt", device=device)
+        score = ScoreFunction(net)
+        vecs = store.tensor()
+        g = torch.Generator().manual_seed(0)
+        sample = torch.randperm(store.count, generator=g)[: cfg.lambda_sample].sort().values
+        lam = scale_free_lambda(score, vecs[sample].double(), c=cfg.c, sphere=cfg.sphere) if cfg.c > 0 else 0.0
+        metric = SteinMetric(score=score, lam=lam, sphere=cfg.sphere)
+        log.info("opened %s: %d documents, lam = %.4g (c = %g)", run, store.count, lam, cfg.c)
+        return cls(run, store, ann, metric, cfg, score_meta=meta)
+
+    @property
+    def lam(self) -> float:
+        return self.metric.lam
+
+    # -- vectors -------------------------------------------------------------------------
+    def vectors(self, ids: list[str]) -> Tensor:
+        """len(ids) x d float64 copies of the stored embeddings."""
+        rows = torch.from_numpy(self.store.rows_of(ids))
+        return self._vectors[rows].double()
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        """Embed new texts with the store's model and policy (model loads on first call)."""
+        return self._embedder.embed(texts)
+
+    # -- distances -----------------------------------------------------------------------
+    def distance_vectors(self, x: Tensor, y: Tensor, mode: Mode = "geodesic", *, return_path: bool = False) -> DistanceResult:
+        """Distances between batches of unit vectors (B x d each) in any mode."""
+        if mode == "geodesic":
+            return geodesic(self.metric, x, y, self.config.geodesic, return_path=return_path)
+        if mode == "upper":
+            return upper_bound(self.metric, x, y, n_points=self.config.upper_points, return_path=return_path)
+        if mode == "graph":
+            from geometry.graph import graph_distance
+
+            return graph_distance(self.metric, self.graph(), self._vectors, x, y)
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+    def distances(self, pairs: list[tuple[str, str]], mode: Mode = "geodesic") -> list[DocDistance]:
+        """Batched document distances; one solver call for all pairs."""
+        if not pairs:
+            return []
+        a = [p[0] for p in pairs]
+        b = [p[1] for p in pairs]
+        if mode == "graph":
+            res = self.graph().node_distances(self.store.rows_of(a), self.store.rows_of(b))
+        else:
+            res = self.distance_vectors(self.vectors(a), self.vectors(b), mode)
+        return [
+            DocDistance(ia, ib, float(d), bool(c), float(e), mode)
+            for ia, ib, d, c, e in zip(a, b, res.distance.tolist(), res.converged.tolist(), res.energy.tolist())
+        ]
+
+    def distance(self, id_a: str, id_b: str, mode: Mode = "geodesic") -> DocDistance:
+        return self.distances([(id_a, id_b)], mode)[0]
+
+    def neighbours(self, doc_id: str, k: int = 10, *, mode: Mode = "upper", candidates: int | None = None) -> list[Neighbour]:
+        """The k nearest documents by Stein distance: ANN candidates re-ranked.
+
+        Unconverged candidates rank after converged ones (their distance is not trusted).
+        """
+        cand = max(candidates or self.config.candidates, k)
+        q = self.vectors([doc_id])  # 1 x d
+        cos, rows = self.ann.search(q.float().numpy(), cand + 1)
+        me = self.store.row_of(doc_id)
+        keep = [(int(r), float(c)) for r, c in zip(rows[0], cos[0]) if r >= 0 and r != me]
+        if not keep:
+            return []
+        ids = self.store.ids()
+        cand_rows = torch.tensor([r for r, _ in keep])
+        y = self._vectors[cand_rows].double()  # C x d
+        if mode == "graph":
+            res = self.graph().node_distances(np.full(len(keep), me), cand_rows.numpy())
+        else:
+            res = self.distance_vectors(q.expand_as(y), y, mode)
+        order = sorted(range(len(keep)), key=lambda i: (not bool(res.converged[i]), float(res.distance[i])))
+        return [
+            Neighbour(str(ids[keep[i][0]]), float(res.distance[i]), bool(res.converged[i]), float(res.energy[i]), keep[i][1])
+            for i in order[:k]
+        ]
+
+    def path(self, id_a: str, id_b: str, *, n_points: int | None = None) -> DocPath:
+        """The geodesic between two documents and the stored document nearest each point."""
+        cfg = self.config.geodesic
+        if n_points is not None:
+            cfg = GeodesicConfig(**{**asdict(cfg), "n_points": n_points})
+        x, y = self.vectors([id_a]), self.vectors([id_b])
+        res = geodesic(self.metric, x, y, cfg, return_path=True)
+        pts = res.path[0].float().numpy()  # P x d
+        cos, rows = self.ann.search(pts, 1)
+        ids = self.store.ids()
+        nearest = [(str(ids[r]) if r >= 0 else "", float(c)) for r, c in zip(rows[:, 0], cos[:, 0])]
+        return DocPath(id_a, id_b, float(res.distance[0]), bool(res.converged[0]), float(res.energy[0]), pts, nearest)
+
+    # -- graph ---------------------------------------------------------------------------
+    def graph(self) -> KnnGraph:
+        """kNN graph over all stored documents; built once and cached under _geometry/."""
+        if self._graph is not None:
+            return self._graph
+        g = geometry_dir(self.run_dir)
+        key = {
+            "count": self.store.count,
+            "k": self.config.graph_k,
+            "n_points": self.config.upper_points,
+            "lam": self.lam,
+            "sphere": self.metric.sphere,
+            "score_step": self.score_meta.get("step"),
+            "score_val": self.score_meta.get("val_loss"),
+        }
+        meta_path, mat_path = g / "graph.json", g / "graph.npz"
+        if meta_path.exists() and mat_path.exists() and json.loads(meta_path.read_text()) == json.loads(json.dumps(key)):
+            self._graph = KnnGraph.load(str(mat_path), k=self.config.graph_k, n_points=self.config.upper_points)
+            return self._graph
+        k = min(self.config.graph_k, self.store.count - 1)
+        _, nb = self.ann.search(self.store.vectors()[:], k + 1)
+        log.info("building kNN graph over %d documents (k = %d)", self.store.count, k)
+        self._graph = KnnGraph.build(self.metric, self._vectors, k=k, n_points=self.config.upper_points, neighbours=nb)
+        tmp = g / ".graph.tmp.npz"
+        self._graph.save(str(tmp))
+        os.replace(tmp, mat_path)
+        write_json_atomic(meta_path, key)
+        return self._graph

@@ -1,0 +1,156 @@
+"""``ccpipe-geometry``: embed a run, train its score model, query Stein distances.
+
+    ccpipe-geometry embed RUN_DIR
+    ccpipe-geometry train RUN_DIR [--epochs 20] [--resume]
+    ccpipe-geometry distance RUN_DIR ID_A ID_B [--mode geodesic|upper|graph]
+    ccpipe-geometry neighbours RUN_DIR ID [-k 10] [--mode upper|geodesic|graph]
+    ccpipe-geometry path RUN_DIR ID_A ID_B [--points 16]
+
+Answers are JSON on stdout; logs go to stderr. Exit status 0 on success, 2 on a usage or
+data error, 3 when a distance did not converge (the JSON still says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+
+from geometry.errors import GeometryError
+
+log = logging.getLogger("geometry.cli")
+
+EXIT_ERROR = 2
+EXIT_NOT_CONVERGED = 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ccpipe-geometry", description=__doc__.split("\n\n")[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    e = sub.add_parser("embed", help="embed new documents of a run and extend the ANN index")
+    e.add_argument("run_dir")
+    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--policy", choices=["truncate", "chunk_mean"], default=None, help="long-document policy")
+    e.add_argument("--device", default=None)
+    e.add_argument("--no-progress", action="store_true")
+
+    t = sub.add_parser("train", help="train the score model on the run's embeddings")
+    t.add_argument("run_dir")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--hidden", type=int, default=None)
+    t.add_argument("--blocks", type=int, default=None)
+    t.add_argument("--sigma-min", type=float, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--device", default=None)
+    t.add_argument("--resume", action="store_true", help="continue from _geometry/score/last.pt")
+
+    def query(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--c", type=float, default=None, help="lambda = c / median |s|^2 (default 1)")
+        sp.add_argument("--points", type=int, default=None, help="points on a geodesic (default 32)")
+        sp.add_argument("--device", default=None)
+
+    d = sub.add_parser("distance", help="Stein distance between two documents")
+    d.add_argument("run_dir")
+    d.add_argument("id_a")
+    d.add_argument("id_b")
+    d.add_argument("--mode", choices=["geodesic", "upper", "graph"], default="geodesic")
+    query(d)
+
+    n = sub.add_parser("neighbours", aliases=["neighbors"], help="k nearest documents by Stein distance")
+    n.add_argument("run_dir")
+    n.add_argument("id")
+    n.add_argument("-k", type=int, default=10)
+    n.add_argument("--mode", choices=["geodesic", "upper", "graph"], default="upper")
+    n.add_argument("--candidates", type=int, default=None, help="ANN candidates to re-rank (default 50)")
+    query(n)
+
+    pa = sub.add_parser("path", help="geodesic between two documents and the documents along it")
+    pa.add_argument("run_dir")
+    pa.add_argument("id_a")
+    pa.add_argument("id_b")
+    query(pa)
+    return p
+
+
+def _set(obj, **kw):
+    """A copy of a frozen config with only the options the user gave."""
+    from dataclasses import replace
+
+    given = {k: v for k, v in kw.items() if v is not None}
+    return replace(obj, **given) if given else obj
+
+
+def _open_index(args: argparse.Namespace):
+    from geometry.api import GeometryIndex, QueryConfig
+    from geometry.distances import GeodesicConfig
+
+    cfg = _set(QueryConfig(), c=args.c)
+    if args.points is not None:
+        cfg = _set(cfg, geodesic=_set(GeodesicConfig(), n_points=args.points))
+    return GeometryIndex.open(args.run_dir, cfg, device=args.device)
+
+
+def _emit(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.cmd == "embed":
+        from geometry.embed import EmbedConfig, embed_run
+        from geometry.index import build_index
+
+        cfg = _set(EmbedConfig(), batch_size=args.batch_size, long_policy=args.policy, device=args.device)
+        if args.no_progress:
+            cfg = _set(cfg, progress=False)
+        counts = embed_run(args.run_dir, cfg)
+        counts.update(build_index(args.run_dir))
+        _emit(counts)
+        return 0
+    if args.cmd == "train":
+        from geometry.score_model import ScoreModelConfig  # noqa: F401  (documents the fields)
+        from geometry.store import EmbeddingStore, geometry_dir
+        from geometry.train import TrainConfig, default_model_config, train_score_model
+
+        store = EmbeddingStore.open(args.run_dir)
+        data = store.tensor()  # N x d view of the memory map; batches are gathered from it
+        tcfg = _set(TrainConfig(), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
+        overrides = {k: v for k, v in {"hidden": args.hidden, "blocks": args.blocks, "sigma_min": args.sigma_min}.items() if v is not None}
+        tcfg = _set(tcfg, model=default_model_config(data, seed=tcfg.seed, **overrides))
+        res = train_score_model(data, tcfg, out_dir=geometry_dir(args.run_dir) / "score", resume=args.resume)
+        _emit({"checkpoint": str(res.checkpoint), "val_loss": res.val_loss, "epochs": res.history[-1:] and res.history[-1]})
+        return 0
+    gi = _open_index(args)
+    if args.cmd == "distance":
+        r = gi.distance(args.id_a, args.id_b, mode=args.mode)
+        _emit({**asdict(r), "lam": gi.lam, "c": gi.config.c})
+        return 0 if r.converged else EXIT_NOT_CONVERGED
+    if args.cmd in ("neighbours", "neighbors"):
+        res = gi.neighbours(args.id, args.k, mode=args.mode, candidates=args.candidates)
+        _emit({"id": args.id, "mode": args.mode, "lam": gi.lam, "neighbours": [asdict(x) for x in res]})
+        return 0 if all(x.converged for x in res) else EXIT_NOT_CONVERGED
+    if args.cmd == "path":
+        p = gi.path(args.id_a, args.id_b)
+        _emit({**p.to_dict(), "lam": gi.lam})
+        return 0 if p.converged else EXIT_NOT_CONVERGED
+    raise AssertionError(args.cmd)  # argparse only lets known commands through
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every SIMD probe
+    try:
+        return run(args)
+    except GeometryError as e:
+        log.error("%s", e)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

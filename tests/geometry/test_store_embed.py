@@ -1,0 +1,124 @@
+"""Embedding store (memory-mapped, append-only), shard discovery, embedding policy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fixtures import documents, make_doc_id, make_run, write_shard
+from geometry.embed import EmbedConfig, Embedder, embed_run
+from geometry.errors import StoreError, UnknownDocumentError
+from geometry.index import AnnIndex, build_index
+from geometry.store import EmbeddingStore, discover_shards
+
+
+def test_discover_shards_skips_private_dirs(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    assert [p.relative_to(run).as_posix() for p in discover_shards(run)] == ["en/part-00000.parquet", "en/part-00001.parquet"]
+    with pytest.raises(StoreError):
+        discover_shards(tmp_path / "missing")
+
+
+def test_store_append_memmap_and_zero_copy(tmp_path: Path) -> None:
+    store = EmbeddingStore.open(tmp_path, create=True, dim=4)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.standard_normal((2, 4)).astype(np.float32)
+    store.append(["a", "b", "c"], a, shard="x")
+    store.append(["d", "e"], b, shard="y")
+    again = EmbeddingStore.open(tmp_path)
+    assert again.count == 5
+    vec = again.vectors()
+    assert isinstance(vec, np.memmap)
+    np.testing.assert_array_equal(vec, np.concatenate([a, b]))
+    t = again.tensor()
+    # torch.from_numpy shares the mapping: same buffer, no copy.
+    assert t.data_ptr() == vec.ctypes.data
+    assert list(again.ids()) == ["a", "b", "c", "d", "e"]
+    assert again.row_of("d") == 3
+    with pytest.raises(UnknownDocumentError):
+        again.row_of("zz")
+    with pytest.raises(ValueError):
+        again.append(["f"], np.zeros((1, 3), dtype=np.float32), shard="z")
+
+
+def test_store_recovers_from_a_killed_append(tmp_path: Path) -> None:
+    store = EmbeddingStore.open(tmp_path, create=True, dim=2)
+    store.append(["a"], np.ones((1, 2), dtype=np.float32), shard="s")
+    # A killed append: bytes written, no commit.
+    with open(store.vectors_path, "ab") as f:
+        f.write(np.full((5, 2), 7, dtype=np.float32).tobytes())
+    again = EmbeddingStore.open(tmp_path)
+    assert again.count == 1
+    again.append(["b"], np.full((1, 2), 2, dtype=np.float32), shard="s")
+    np.testing.assert_array_equal(EmbeddingStore.open(tmp_path).vectors(), [[1, 1], [2, 2]])
+    # Lost vector bytes are a broken store, reported with the fix.
+    with open(again.vectors_path, "r+b") as f:
+        f.truncate(4)
+    with pytest.raises(StoreError, match="re-embed"):
+        EmbeddingStore.open(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder(EmbedConfig(progress=False, batch_size=16))
+
+
+def test_embed_run_incremental_and_index(tmp_path: Path, embedder: Embedder) -> None:
+    run = make_run(tmp_path, n_per_topic=3)
+    first = embed_run(run, embedder.config, embedder=embedder)
+    assert first["docs_embedded"] == 12 and first["shards_embedded"] == 2
+    assert build_index(run) == {"indexed": 12, "added": 12}
+    store = EmbeddingStore.open(run)
+    assert "<urn:uuid:00000000-0000-0000-0000-000000002329>" not in set(store.ids())  # the _tmp shard
+    vec = store.vectors()
+    np.testing.assert_allclose(np.linalg.norm(vec, axis=1), 1.0, atol=1e-5)
+    # Stored vectors are what the embedder gives for the document text.
+    doc = documents(3)[4]
+    want = embedder.embed([f"{doc['title']}\n{doc['raw_content']}"])[0]
+    np.testing.assert_allclose(vec[store.row_of(doc["id"])], want, atol=1e-5)
+    # Rerun: nothing new.
+    again = embed_run(run, embedder.config, embedder=embedder)
+    assert again["docs_embedded"] == 0 and again["shards_embedded"] == 0
+    # A new shard with 2 new documents and 1 already stored id: only the 2 are embedded.
+    new = documents(1, start=500)[:2] + [documents(3)[0]]
+    write_shard(run / "fr" / "part-00000.parquet", new)
+    third = embed_run(run, embedder.config, embedder=embedder)
+    assert third["docs_embedded"] == 2 and third["docs_skipped"] == 1
+    assert build_index(run) == {"indexed": 14, "added": 2}
+    ann = AnnIndex.open(run)
+    store = EmbeddingStore.open(run)
+    cos, rows = ann.search(store.vectors()[[13]], 1)
+    assert rows[0, 0] == 13 and cos[0, 0] == pytest.approx(1.0, abs=1e-5)
+    meta = json.loads((run / "_geometry" / "embeddings" / "meta.json").read_text())
+    assert set(meta["shards"]) == {"en/part-00000.parquet", "en/part-00001.parquet", "fr/part-00000.parquet"}
+    assert store.row_of(make_doc_id(500)) == 12
+
+
+def test_long_document_policies(embedder: Embedder) -> None:
+    words = " ".join(f"sentence {i} talks about gardening and roses." for i in range(400))  # >> 256 pieces
+    head = embedder.embed([words])[0]
+    # truncate: the pre-cut before tokenising changes nothing.
+    plain = embedder.model.encode([words], normalize_embeddings=True)[0]
+    np.testing.assert_allclose(head, plain, atol=1e-5)
+    cm = Embedder(EmbedConfig(long_policy="chunk_mean", max_chunks=4, progress=False))
+    cm._model = embedder.model  # share the loaded weights
+    v = cm.embed([words, "short text"])
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    # A short text is one chunk: identical under both policies.
+    np.testing.assert_allclose(v[1], embedder.embed(["short text"])[0], atol=1e-5)
+    assert not np.allclose(v[0], head, atol=1e-3)
+    with pytest.raises(ValueError):
+        EmbedConfig(long_policy="middle")  # type: ignore[arg-type]
+
+
+def test_torch_view_is_usable_for_training_without_copy(tmp_path: Path) -> None:
+    store = EmbeddingStore.open(tmp_path, create=True, dim=3)
+    store.append(["a", "b"], np.eye(2, 3, dtype=np.float32), shard="s")
+    t = EmbeddingStore.open(tmp_path).tensor()
+    assert t.dtype == torch.float32 and tuple(t.shape) == (2, 3)
+    assert t[torch.tensor([1])].tolist() == [[0.0, 1.0, 0.0]]
