@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ccpipe.errors import CcpipeError
 
@@ -79,5 +79,11 @@ def items_with_weights(items: Sequence[Any], weights: Sequence[float] | None) ->
     return list(zip(items, w))
 
 
-def iter_pairs(items: Iterable[Any]) -> Iterator[Any]:
-    yield from items
+def describe(item: Any) -> str:
+    """A short name for a task in logs: its shard if it has one."""
+    parts = item if isinstance(item, tuple) else (item,)
+    for p in reversed(parts):
+        if hasattr(p, "task_id") and hasattr(p, "path"):
+            return f"shard {p.task_id} ({p.path})"
+    text = repr(item)
+    return text if len(text) < 120 else text[:117] + "..."

@@ -15,7 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, Sequence
 
 from ccpipe.config import ExecutorConfig
-from ccpipe.executors.base import Executor, Progress, TaskFailed, items_with_weights
+from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class LocalExecutor(Executor):
                             try:
                                 result = fut.result()
                             except BrokenProcessPool:
+                                futures[fut] = (item, w)  # retried with the others below
                                 raise
                             except Exception as e:  # noqa: BLE001 - retried, then raised
                                 self._retry_or_raise(item, w, e, attempts, pending)
@@ -83,8 +84,8 @@ class LocalExecutor(Executor):
         key = id(item)
         attempts[key] = attempts.get(key, 0) + 1
         if attempts[key] > self.cfg.max_retries:
-            raise TaskFailed(f"task {item!r} failed {attempts[key]} times; last error: {err!r}") from err
+            raise TaskFailed(f"{describe(item)} failed {attempts[key]} times; last error: {err!r}") from err
         delay = min(30.0, 0.5 * 2 ** (attempts[key] - 1))
-        log.warning("task %r failed (%r); retry %d/%d in %.1fs", item, err, attempts[key], self.cfg.max_retries, delay)
+        log.warning("%s failed (%r); retry %d/%d in %.1fs", describe(item), err, attempts[key], self.cfg.max_retries, delay)
         time.sleep(delay)
         pending.append((item, w))

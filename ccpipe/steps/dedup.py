@@ -122,40 +122,54 @@ def hash_documents(docs: Iterable[Document], out: ShardHashes, task_in_group: in
     }
 
 
+def _merge_sorted(running: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Union of two sorted arrays without common elements, in one new array."""
+    out = np.empty(running.size + new.size, dtype=np.uint64)
+    pos = np.searchsorted(running, new) + np.arange(new.size)
+    is_new = np.zeros(out.size, dtype=bool)
+    is_new[pos] = True
+    out[pos] = new
+    out[~is_new] = running
+    return out
+
+
 def merge_group(shards: list[ShardHashes], dups_path: Path, first_path: Path, keep_first: bool) -> dict[str, int]:
-    """Find the keys that occur twice or more in a group of shards; save them sorted."""
-    arrays = [np.load(s.unique, mmap_mode="r") for s in shards]
-    entries = int(sum(a.size for a in arrays))
-    allkeys = np.empty(entries, dtype=np.uint64)  # 8 bytes per (shard, unique line)
-    o = 0
-    for a in arrays:
-        allkeys[o : o + a.size] = a
-        o += a.size
-    allkeys.sort()
-    same_as_next = allkeys[1:] == allkeys[:-1]
-    in_two_shards = allkeys[1:][same_as_next]
-    n_unique = int(entries - int(same_as_next.sum()))
-    peak = allkeys.nbytes + same_as_next.nbytes
-    del allkeys, same_as_next
-    repeated = [np.load(s.repeated) for s in shards]
-    dups = np.unique(np.concatenate([in_two_shards, *repeated])) if entries else np.zeros(0, np.uint64)
+    """Find the keys that occur twice or more in a group of shards; save them sorted.
+
+    The group's unique keys are folded in one shard at a time: a key already in
+    the running set is a duplicate, a new one is merged in. The running set costs
+    8 bytes per unique line (16 while a merge copies it), never one entry per
+    (shard, line) pair.
+    """
+    running = np.zeros(0, dtype=np.uint64)
+    dup_parts: list[np.ndarray] = []
+    peak = 0
+    for s in shards:
+        keys = np.load(s.unique)
+        found, _ = lookup(running, keys)
+        dup_parts.append(keys[found])
+        dup_parts.append(np.load(s.repeated))
+        fresh = keys[~found]
+        peak = max(peak, 2 * running.nbytes + keys.nbytes + fresh.nbytes + found.nbytes + 9 * fresh.size)
+        running = _merge_sorted(running, fresh)
+        del keys, found, fresh
+    n_unique = int(running.size)
+    del running
+    dups = np.unique(np.concatenate(dup_parts)) if dup_parts else np.zeros(0, np.uint64)
+    del dup_parts
     _save(dups_path, dups)
     if keep_first:
         first = np.full(dups.size, _NO_POSITION, dtype=np.uint64)
         for s in shards:
             keys = np.load(s.unique, mmap_mode="r")
             pos = np.load(s.first_pos, mmap_mode="r")
-            if not dups.size or not keys.size:
-                continue
-            idx = np.searchsorted(dups, keys)
-            idx_c = np.minimum(idx, dups.size - 1)
-            hit = dups[idx_c] == keys
-            np.minimum.at(first, idx_c[hit], pos[hit])
+            hit, idx = lookup(dups, np.asarray(keys))
+            np.minimum.at(first, idx[hit], np.asarray(pos)[hit])
         _save(first_path, first)
     return {
         "group_unique_lines": n_unique,
         "group_duplicate_keys": int(dups.size),
-        "hashset_entries": entries,
+        "hashset_bytes": 8 * n_unique,
         "hashset_peak_bytes": int(peak),
         "dupset_bytes": int(dups.nbytes),
     }

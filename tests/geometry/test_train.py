@@ -73,13 +73,14 @@ def test_learned_score_matches_exact_vmf_score() -> None:
     vmf = VmfMixtureNoise.random(d=d, k=3, kappa=15.0, sigma=0.1, seed=3)
     data = torch.from_numpy(vmf.sample_clean(6000, np.random.default_rng(3))).float()
     model = ScoreModelConfig(dim=d, hidden=96, blocks=2, n_sigmas=4, sigma_min=0.1, sigma_max=2.0, data_var=1 / d)
-    cfg = TrainConfig(epochs=6, batch_size=128, lr=2e-3, ema_decay=0.98, log_every=0, model=model, device="cpu", checkpoint_every=0)
+    cfg = TrainConfig(epochs=12, batch_size=128, lr=2e-3, ema_decay=0.98, log_every=0, model=model, device="cpu", checkpoint_every=0)
     res = train_score_model(data, cfg)
     report = vmf_validation(res.net, vmf, n=1000, n_paths=16)
     errs = report["per_sigma"]
     # An untrained network (output 0) has relative error exactly 1; training must beat it clearly.
     untrained = vmf_validation(ScoreNet(model), vmf, n=200, n_paths=4)
     assert all(e == pytest.approx(1.0) for e in untrained["per_sigma"].values())
-    assert max(errs.values()) < 0.25, errs
-    assert errs[max(errs)] < 0.02, errs  # the largest sigma is nearly Gaussian: easy
-    assert report["paths_sigma_min"] < 0.3, report
+    # Measured: 0.003, 0.003, 0.013, 0.082 from sigma_max down; 0.10 along paths.
+    assert max(errs.values()) < 0.15, errs
+    assert errs[max(errs)] < 0.01, errs  # the largest sigma is nearly Gaussian: easy
+    assert report["paths_sigma_min"] < 0.2, report

@@ -1,0 +1,161 @@
+"""Shared helpers for the set-up scripts: Debian documentation packages as a
+source of real, multilingual HTML pages (no install needed).
+
+The ``.deb`` files are fetched with ``apt-get download`` into
+``$CCPIPE_HOME/cache/debs`` (kept, so the corpus and demo builders share one
+download) and read straight from ``dpkg-deb --fsys-tarfile`` without being
+installed or unpacked to disk.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # ccpipe.paths without requiring the editable install
+
+from ccpipe.paths import ccpipe_home  # noqa: E402
+
+# Package -> how its HTML paths map to a language.
+#   debian-handbook: usr/share/doc/debian-handbook/html/<ll-CC>/<page>.html  (26 languages)
+#   libreoffice-help-*: usr/share/libreoffice/help/<lang>/text/**/<page>.html
+DOC_PACKAGES = [
+    "debian-handbook",
+    "libreoffice-help-en-us",
+    "libreoffice-help-fr",
+    "libreoffice-help-de",
+    "libreoffice-help-es",
+]
+
+LICENSES = {
+    "debian-handbook": "GPL-2.0+ or CC-BY-SA-3.0 (The Debian Administrator's Handbook, "
+    "R. Hertzog & R. Mas; translations by the Debian community)",
+    "libreoffice-help": "MPL-2.0 (LibreOffice help, The Document Foundation)",
+}
+
+_HANDBOOK_RE = re.compile(r"usr/share/doc/debian-handbook/html/([A-Za-z]{2,3})(?:-([A-Za-z]{2}))?/[^/]+\.html$")
+_LO_RE = re.compile(r"usr/share/libreoffice/help/([A-Za-z]{2,3})(?:-([A-Za-z]{2}))?/text/.+\.html$")
+
+
+@dataclass
+class Page:
+    package: str
+    version: str
+    path: str  # path inside the package, e.g. usr/share/doc/debian-handbook/html/fr-FR/apt.html
+    lang: str  # ISO 639-1 (or -3) code taken from the path, e.g. "fr"
+    locale: str  # as in the path, e.g. "fr-FR"
+    mtime: int
+    html: bytes
+
+
+def deb_cache_dir() -> Path:
+    d = ccpipe_home() / "cache" / "debs"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def log(msg: str) -> None:
+    print(f"[setup] {msg}", flush=True)
+
+
+def _apt_download(pkgs: list[str], dest: Path) -> None:
+    cmd = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", *pkgs]
+    log(f"apt-get download {' '.join(pkgs)}")
+    r = subprocess.run(cmd, cwd=dest, capture_output=True, text=True)
+    if r.returncode != 0:
+        # A fresh machine may have empty package lists: update once and retry.
+        if os.geteuid() == 0:
+            log("apt-get download failed; running apt-get update and retrying")
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            r = subprocess.run(cmd, cwd=dest, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.stderr.write(r.stdout + r.stderr)
+            raise SystemExit(f"apt-get download {' '.join(pkgs)} failed (is apt configured? try apt-get update)")
+
+
+def fetch_debs(pkgs: list[str] = DOC_PACKAGES) -> dict[str, Path]:
+    """Return {package: path of its .deb}, downloading the missing ones."""
+    dest = deb_cache_dir()
+
+    def cached(p: str) -> Path | None:
+        hits = sorted(dest.glob(f"{p}_*.deb"))
+        return hits[-1] if hits else None
+
+    missing = [p for p in pkgs if cached(p) is None]
+    if missing:
+        _apt_download(missing, dest)
+    out = {}
+    for p in pkgs:
+        deb = cached(p)
+        if deb is None:
+            raise SystemExit(f"{p}: no .deb in {dest} after apt-get download")
+        out[p] = deb
+    return out
+
+
+def deb_version(deb: Path) -> str:
+    return subprocess.run(
+        ["dpkg-deb", "-f", str(deb), "Version"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _lang_of(path: str) -> tuple[str, str] | None:
+    m = _HANDBOOK_RE.search(path) or _LO_RE.search(path)
+    if not m:
+        return None
+    ll, cc = m.group(1).lower(), m.group(2)
+    return ll, f"{ll}-{cc.upper()}" if cc else ll
+
+
+def iter_pages(deb: Path, package: str) -> Iterator[Page]:
+    """Yield the HTML pages of one .deb (read from its data tarball, in archive order)."""
+    version = deb_version(deb)
+    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for ti in tar:
+                if not ti.isfile():
+                    continue
+                name = ti.name.lstrip("./")
+                if not name.endswith(".html"):
+                    continue
+                lang = _lang_of(name)
+                if lang is None:
+                    continue
+                f = tar.extractfile(ti)
+                if f is None:
+                    continue
+                yield Page(package, version, name, lang[0], lang[1], int(ti.mtime), f.read())
+    finally:
+        proc.stdout.close()
+        proc.wait()
+
+
+def html_to_text(html: bytes, main_content: bool) -> tuple[str, str]:
+    """(title, plain text) of an HTML page with resiliparse."""
+    from resiliparse.extract.html2text import extract_plain_text
+    from resiliparse.parse.encoding import bytes_to_str, detect_encoding
+    from resiliparse.parse.html import HTMLTree
+
+    try:  # these packages are UTF-8; detection alone misreads some pages (mojibake)
+        doc = html.decode("utf-8")
+    except UnicodeDecodeError:
+        doc = bytes_to_str(html, detect_encoding(html))
+    tree = HTMLTree.parse(doc)
+    title = " ".join((tree.title or "").split())
+    text = extract_plain_text(
+        tree,
+        main_content=main_content,
+        alt_texts=False,
+        links=False,
+        list_bullets=False,
+        preserve_formatting=True,
+    )
+    return title, text
