@@ -77,19 +77,24 @@ def parse_segments(spec: str | None, n: int) -> range:
 
 def crawl_paths(cfg: InputConfig, cache_dir: Path | None = None) -> list[str]:
     """WET file URLs of a crawl's segment range, from its ``wet.paths.gz`` (cached)."""
+    from ccpipe.paths import ccpipe_home
+
     base = cfg.base_url.rstrip("/") + "/"
     name = f"crawl-data/{cfg.crawl}/wet.paths.gz"
-    cache = (cache_dir or Path.home() / ".cache" / "ccpipe" / "crawls") / f"{cfg.crawl}.wet.paths.gz"
+    cache = (cache_dir or ccpipe_home() / "crawls") / f"{cfg.crawl}.wet.paths.gz"
     if cache.is_file():
         raw = cache.read_bytes()
     else:
-        if base.startswith("s3://"):
+        if base.startswith(("http://", "https://")):
+            raw = http_get(base + name)
+        else:  # s3://, file://, a local mirror directory, ...
             import fsspec
 
-            with fsspec.open(base + name, "rb") as f:
-                raw = f.read()
-        else:
-            raw = http_get(base + name)
+            try:
+                with fsspec.open(base + name, "rb") as f:
+                    raw = f.read()
+            except (OSError, ValueError) as e:
+                raise InputError(f"cannot read {base + name}: {e}") from e
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(".tmp")
         tmp.write_bytes(raw)

@@ -1,0 +1,51 @@
+# ccpipe: `make demo` and `make test` do everything, set-up included, on a fresh
+# Debian machine; both are idempotent and quick the second time.
+#   make setup   Debian packages, .venv, KenLM tools, reference corpora, demo crawl (scripts/setup.sh)
+#   make demo    set-up, then the pipeline end to end on the embedded demo crawl
+#   make test    set-up, then pytest
+#   make bench   set-up, then every bench/bench_*.py in turn
+#   make clean   remove run outputs and caches inside the repo (keeps .venv and $CCPIPE_HOME)
+#   make distclean  clean + remove .venv
+# Knobs: VENV=/abs/path  CCPIPE_HOME=/abs/path  PYTEST_ARGS='-k wet'  DEMO_ARGS='--workers 2'
+SHELL := /bin/bash
+
+VENV ?= $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+CCPIPE_HOME ?= $(HOME)/.cache/ccpipe
+export VENV CCPIPE_HOME
+
+DEMO_CONFIG ?= configs/demo.yaml
+DEMO_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo demo-wet test bench clean distclean
+
+help:
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+
+setup:
+	bash scripts/setup.sh
+
+# The demo WET is also built by setup (step 5); this is a no-op when it exists.
+demo-wet: setup
+	$(PY) scripts/make_demo_wet.py
+
+demo: demo-wet
+	$(VENV)/bin/ccpipe run --config $(DEMO_CONFIG) $(DEMO_ARGS)
+
+test: setup
+	$(PY) -m pytest -q tests $(PYTEST_ARGS)
+
+bench: setup
+	@set -e; for b in bench/bench_*.py; do \
+	  [ -e "$$b" ] || continue; \
+	  echo "== $$b"; $(PY) "$$b"; \
+	done
+
+clean:
+	rm -rf out demo-out bench-out build .pytest_cache
+	find . -path ./.venv -prune -o -name '*.egg-info' -prune -exec rm -rf {} + \
+	  -o -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
