@@ -74,6 +74,170 @@ class LangIdConfig:
             raise ConfigError(f"langid.model {self.model!r} does not exist")
 
 
+def _auto_flag(value: bool | str, where: str) -> bool | str:
+    if isinstance(value, str):
+        if value.lower() != "auto":
+            raise ConfigError(f"{where} must be true, false or auto, got {value!r}")
+        return "auto"
+    return value
+
+
+@dataclass(kw_only=True)
+class PerplexityConfig:
+    enabled: bool | str = "auto"
+    """``true``: score every document (a missing model fails the run at start);
+    ``auto``: score when a model directory with models exists, else skip with a
+    warning; ``false``: never. Build models with ``ccpipe models build-defaults``."""
+    model_dir: str | None = None
+    """Directory of ``<lang>.sp.model`` + ``<lang>.arpa.bin`` (CCNet's names) and
+    ``cutoff.csv``; default ``$CCPIPE_HOME/models/lm``."""
+    languages: list[str] | None = None
+    """Languages to score (each needs both models); default: every language with models."""
+    cutoffs: str | None = None
+    """Percentile table (CCNet's ``cutoff.csv`` layout); default ``<model_dir>/cutoff.csv``."""
+    head_percentile: int = 30
+    """Documents below this perplexity percentile of their language are ``head``."""
+    middle_percentile: int = 60
+    """Below this one (and not head) ``middle``; the rest ``tail``."""
+
+    def __post_init__(self) -> None:
+        self.enabled = _auto_flag(self.enabled, "perplexity.enabled")
+        if not 0 < self.head_percentile < self.middle_percentile < 100:
+            raise ConfigError(
+                "perplexity percentiles must satisfy 0 < head_percentile < middle_percentile < 100, "
+                f"got {self.head_percentile} and {self.middle_percentile}"
+            )
+
+
+@dataclass(kw_only=True)
+class RefConfig:
+    enabled: bool | str = "auto"
+    """Score documents with the is-reference classifier (LLaMA): ``true``, ``false``
+    or ``auto`` (when the model file exists)."""
+    model: str | None = None
+    """fastText classifier; default ``$CCPIPE_HOME/models/ref/ref_classifier.bin``."""
+    drop: bool = False
+    """Drop documents whose ``ref_score`` is below ``threshold`` (else only annotate)."""
+    threshold: float = 0.25
+    """RedPajama keeps documents with P(reference) >= 0.25."""
+    max_chars: int = 5000
+    """Classify from at most this many leading characters."""
+
+    def __post_init__(self) -> None:
+        self.enabled = _auto_flag(self.enabled, "ref.enabled")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ConfigError(f"ref.threshold must be in [0, 1], got {self.threshold}")
+        if self.max_chars < 0:
+            raise ConfigError("ref.max_chars must be >= 0")
+
+
+@dataclass(kw_only=True)
+class QualityConfig:
+    enabled: bool = False
+    """Apply Gopher's quality and repetition rules (each drop counted by rule)."""
+    skip_languages: list[str] = field(default_factory=lambda: ["zh", "ja", "ko", "th", "lo", "km", "my", "bo"])
+    """Languages written without spaces between words: word-based rules do not apply."""
+    min_words: int = 50
+    max_words: int = 100_000
+    min_mean_word_length: float = 3.0
+    max_mean_word_length: float = 10.0
+    max_symbol_word_ratio: float = 0.1
+    """(``#`` + ellipses) per word."""
+    max_bullet_lines_ratio: float = 0.9
+    max_ellipsis_lines_ratio: float = 0.3
+    min_alpha_words_ratio: float = 0.8
+    """Share of words with at least one letter."""
+    min_stop_words: int = 2
+    """English only: at least this many of the, be, to, of, and, that, have, with."""
+    max_dup_lines_ratio: float = 0.3
+    max_dup_line_chars_ratio: float = 0.2
+    max_dup_paragraphs_ratio: float = 0.3
+    max_dup_paragraph_chars_ratio: float = 0.2
+    max_top_ngram_chars_ratio: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    """n -> limit on the characters covered by the most frequent word n-gram."""
+    max_dup_ngram_chars_ratio: dict[int, float] = field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+    """n -> limit on the characters inside repeated word n-grams."""
+
+    def __post_init__(self) -> None:
+        self.max_top_ngram_chars_ratio = {int(k): float(v) for k, v in self.max_top_ngram_chars_ratio.items()}
+        self.max_dup_ngram_chars_ratio = {int(k): float(v) for k, v in self.max_dup_ngram_chars_ratio.items()}
+        if self.min_words < 0 or self.max_words < self.min_words:
+            raise ConfigError("quality: need 0 <= min_words <= max_words")
+        for n in (*self.max_top_ngram_chars_ratio, *self.max_dup_ngram_chars_ratio):
+            if not 2 <= n <= 20:
+                raise ConfigError(f"quality: n-gram size {n} out of range 2..20")
+
+    def rules(self):
+        from ccpipe.steps.quality import GopherRules
+
+        names = {f.name for f in dataclasses.fields(GopherRules)}
+        return GopherRules(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+
+
+@dataclass(kw_only=True)
+class MinHashConfig:
+    enabled: bool = True
+    """Remove near-duplicate documents (MinHash LSH across every shard of the run)."""
+    num_perm: int = 128
+    """Hash permutations per signature."""
+    threshold: float = 0.8
+    """Jaccard similarity of word n-gram sets above which documents are near duplicates;
+    bands x rows are chosen for it (datasketch's optimal parameters) unless set."""
+    ngram: int = 5
+    """Words per shingle."""
+    seed: int = 1
+    """Seed of the permutations (signatures of two runs compare only with the same seed)."""
+    bands: int = 0
+    """LSH bands; 0 = chosen from ``threshold`` with ``rows`` (0.8 -> 9 bands x 13 rows)."""
+    rows: int = 0
+    """Signature values per band; 0 = chosen from ``threshold``."""
+    buckets: int = 16
+    """Shuffle buckets for the band keys: one task each, each holding about
+    docs x bands / buckets x 12 bytes. Raise it for crawls of billions of documents."""
+    verify: bool = True
+    """Keep a candidate pair only when its signatures' estimated Jaccard reaches
+    ``verify_threshold``: removes chance band collisions."""
+    verify_threshold: float = 0.0
+    """0 = ``threshold`` minus two standard errors of the estimate (0.8 -> 0.73),
+    so true pairs just above ``threshold`` are not lost to estimation noise."""
+    keep: str = "first"
+    """Which member of a cluster stays: ``first`` (earliest in input order) or
+    ``longest`` (longest text, ties to the earliest)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ConfigError(f"minhash.threshold must be in (0, 1], got {self.threshold}")
+        if not 0.0 <= self.verify_threshold <= 1.0:
+            raise ConfigError(f"minhash.verify_threshold must be in [0, 1], got {self.verify_threshold}")
+        if self.num_perm < 2 or self.ngram < 1 or self.buckets < 1:
+            raise ConfigError("minhash.num_perm must be >= 2, minhash.ngram and minhash.buckets >= 1")
+        if (self.bands > 0) != (self.rows > 0):
+            raise ConfigError("set both minhash.bands and minhash.rows, or neither")
+        if self.bands * self.rows > self.num_perm:
+            raise ConfigError(f"minhash.bands x rows = {self.bands * self.rows} exceeds num_perm {self.num_perm}")
+        if self.keep not in ("first", "longest"):
+            raise ConfigError(f"minhash.keep must be 'first' or 'longest', got {self.keep!r}")
+
+    def lsh(self) -> tuple[int, int]:
+        """(bands, rows) in use."""
+        if self.bands:
+            return self.bands, self.rows
+        from ccpipe.minhash_core import optimal_bands
+
+        return optimal_bands(self.threshold, self.num_perm)
+
+    def pair_threshold(self) -> float | None:
+        """Estimated Jaccard a candidate pair must reach, or None without verification."""
+        if not self.verify:
+            return None
+        if self.verify_threshold:
+            return self.verify_threshold
+        stderr = (self.threshold * (1 - self.threshold) / self.num_perm) ** 0.5
+        return max(0.0, self.threshold - 2 * stderr)
+
+
 @dataclass(kw_only=True)
 class OutputConfig:
     dir: str = "out"
@@ -117,6 +281,10 @@ class PipelineConfig:
     input: InputConfig = field(default_factory=InputConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     langid: LangIdConfig = field(default_factory=LangIdConfig)
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
+    ref: RefConfig = field(default_factory=RefConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 

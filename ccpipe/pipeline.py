@@ -30,6 +30,10 @@ from ccpipe.stats import Stats, merge_counters, write_json_atomic
 from ccpipe.steps.base import Step, TaskContext, counted
 from ccpipe.steps.dedup import LineDedup, group_files, hash_documents, merge_group, shard_hashes_dir
 from ccpipe.steps.langid import LanguageId
+from ccpipe.steps import minhash
+from ccpipe.steps.perplexity import Perplexity
+from ccpipe.steps.quality import GopherQuality
+from ccpipe.steps.ref_classifier import RefClassifier
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +45,11 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
     if cfg.dedup.enabled:
         steps.append(LineDedup(keep_first=cfg.dedup.keep_first))
     steps.append(LanguageId(model=cfg.langid.model, threshold=cfg.langid.threshold, max_chars=cfg.langid.max_chars))
+    # then CCNet's perplexity buckets, LLaMA's is-reference score, Gopher's rules
+    for step in (Perplexity.from_config(cfg.perplexity), RefClassifier.from_config(cfg.ref),
+                 GopherQuality.from_config(cfg.quality)):
+        if step is not None:
+            steps.append(step)
     return steps
 
 
@@ -73,6 +82,17 @@ class RunSpec:
 
     def group_marker(self, group_id: int) -> Path:
         return self.work_dir / "line_hashes" / f"group-{group_id:05d}.done"
+
+    def main_marker(self, task_id: int) -> Path:
+        """The main pass's stats: final, or staged until MinHash finalizes the shard."""
+        if self.config.minhash.enabled:
+            return minhash.staged_stats_path(self.work_dir, task_id)
+        return self.shard_stats_path(task_id)
+
+    @property
+    def parquet_dir(self) -> Path:
+        """Where the main pass writes parquet: staged while MinHash must still cluster."""
+        return minhash.stage_dir(self.work_dir) if self.config.minhash.enabled else self.out_dir
 
 
 # Steps unpickled in a worker are kept for the next task of the same run, so
@@ -140,7 +160,7 @@ def main_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
         step.prepare(ctx)
         docs = counted(step, docs, ctx)
     out = spec.config.output
-    writer = ShardWriter(spec.out_dir, shard.task_id, spec.schema, out.compression, out.row_group_rows)
+    writer = ShardWriter(spec.parquet_dir, shard.task_id, spec.schema, out.compression, out.row_group_rows)
     try:
         for doc in docs:
             writer.write(doc)
@@ -156,7 +176,7 @@ def main_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
         stats.step("line_dedup").counters["unique_lines_in_shard"] += hashed["unique_lines_in_shard"]
     stats.counters["worker_peak_rss_bytes_max"] = _peak_rss_bytes()
     stats.check()
-    stats.save(spec.shard_stats_path(shard.task_id))  # the shard's completion marker
+    stats.save(spec.main_marker(shard.task_id))  # the shard's completion marker
     spec.doc_cache(shard.task_id).unlink(missing_ok=True)
     return {"docs": stats.docs_read}
 
@@ -188,6 +208,8 @@ def merge_stats(out_dir: Path, shards: list[Shard]) -> Stats:
         total.merge(Stats.load(out_dir / "stats" / "shards" / f"part-{s.task_id:05d}.json"))
     for marker in sorted((out_dir / "_work" / "line_hashes").glob("group-*.done")):
         merge_counters(total.step("line_dedup").counters, json.loads(marker.read_text()))
+    if minhash.STEP_NAME in total.steps:
+        merge_counters(total.step(minhash.STEP_NAME).counters, minhash.run_counters(out_dir / "_work"))
     total.check()
     return total
 
@@ -196,6 +218,8 @@ def run_pipeline(cfg: PipelineConfig) -> Stats:
     """Run (or resume) the pipeline described by ``cfg``; returns the run's stats."""
     out_dir = Path(cfg.output.dir).expanduser().resolve()
     steps = build_steps(cfg)
+    if cfg.minhash.enabled:
+        steps.append(minhash.make_signature_step(cfg.minhash))  # last: it records output order
     for step in steps:
         check = getattr(step, "check", None)
         if check:
@@ -227,12 +251,14 @@ def run_pipeline(cfg: PipelineConfig) -> Stats:
             t2 = time.perf_counter()
             seconds.update(hash=t1 - t0, merge=t2 - t1)
         t0 = time.perf_counter()
-        todo = [s for s in shards if not spec.shard_stats_path(s.task_id).is_file()]
+        todo = [s for s in shards if not spec.main_marker(s.task_id).is_file()]
         if len(todo) < len(shards):
             log.info("resuming: %d of %d shards already done", len(shards) - len(todo), len(shards))
         for _ in ex.map(main_task, [(spec, s) for s in todo], desc="process", weights=[s.size for s in todo]):
             pass
         seconds["process"] = time.perf_counter() - t0
+        if cfg.minhash.enabled:
+            seconds.update(minhash.run_phases(ex, cfg, out_dir, [s.task_id for s in shards], spec.shard_stats_path))
 
     stats = merge_stats(out_dir, shards)
     for phase, sec in seconds.items():

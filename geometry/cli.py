@@ -5,6 +5,8 @@
     ccpipe-geometry distance RUN_DIR ID_A ID_B [--mode geodesic|upper|graph]
     ccpipe-geometry neighbours RUN_DIR ID [-k 10] [--mode upper|geodesic|graph]
     ccpipe-geometry path RUN_DIR ID_A ID_B [--points 16]
+    ccpipe-geometry serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--token-env CCPIPE_API_TOKEN]
+    ccpipe-geometry client [--url URL] health|document|distance|neighbours|path|embed ...
 
 Answers are JSON on stdout; logs go to stderr. Exit status 0 on success, 2 on a usage or
 data error, 3 when a distance did not converge (the JSON still says so).
@@ -75,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("id_a")
     pa.add_argument("id_b")
     query(pa)
+
+    from geometry.service.cli import add_commands  # serve, client (docs/service.md)
+
+    add_commands(sub)
     return p
 
 
@@ -101,6 +107,10 @@ def _emit(obj) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.cmd in ("serve", "client"):
+        from geometry.service.cli import run as service_run
+
+        return service_run(args)
     if args.cmd == "embed":
         from geometry.embed import EmbedConfig, embed_run
         from geometry.index import build_index

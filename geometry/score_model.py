@@ -21,9 +21,10 @@ class ScoreModelConfig:
 
     dim: int = 384
     """Input dimension (384 for all-MiniLM-L6-v2)."""
-    hidden: int = 512
-    """Width of the residual MLP."""
-    blocks: int = 3
+    hidden: int = 256
+    """Width of the residual MLP. 256 x 2 blocks keeps a score evaluation under 1 MFLOP, which
+    is what lets the upper-bound and geodesic modes meet their CPU throughput targets."""
+    blocks: int = 2
     """Residual blocks."""
     n_sigmas: int = 10
     """Rungs of the geometric noise ladder."""

@@ -16,6 +16,7 @@ import argparse
 import bz2
 import fnmatch
 import glob
+import html
 import re
 import subprocess
 import sys
@@ -161,6 +162,7 @@ def wiki_to_paragraphs(text: str) -> list[str]:
         plain = re.sub(r"\[https?://\S+\s*([^\]]*)\]", r"\1", plain)
         plain = re.sub(r"'{2,}", "", plain)
         plain = re.sub(r"<[^>]+>", "", plain)
+        plain = html.unescape(plain)
         plain = re.sub(r"^=+.*?=+\s*$", "", plain, flags=re.M)
         plain = "\n".join(l for l in plain.splitlines() if not l.lstrip().startswith(("*", "#", ":", ";", "|", "!")))
     out = []

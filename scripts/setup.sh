@@ -127,9 +127,9 @@ else
   # the registry's CUDA build (several GB of nvidia-* packages).
   torch_pin="$(sed -n 's/^torch==\([^ ;#]*\).*/\1/p' constraints.txt | head -n1)"
   links=()
-  for d in ${PIP_FIND_LINKS:-} /opt/wheels; do
-    [ -d "$d" ] && links+=(--find-links "$d")
-  done
+  if [ -d /opt/wheels ] && [[ " ${PIP_FIND_LINKS:-} " != *" /opt/wheels "* ]]; then
+    links+=(--find-links /opt/wheels)
+  fi
   if ! "$VPY" -c "import torch, sys; sys.exit(torch.version.cuda is not None)" >/dev/null 2>&1; then
     cpu_whl=""
     for d in ${PIP_FIND_LINKS:-} /opt/wheels; do

@@ -32,7 +32,9 @@ def rows(out: Path) -> list[tuple]:
 
 
 def config(out: Path, inputs: list[Path], **overrides):
-    o = {"input.paths": [str(p) for p in inputs], "output.dir": str(out), "executor.progress": False}
+    o = {"input.paths": [str(p) for p in inputs], "output.dir": str(out), "executor.progress": False,
+         # partitions here are languages: no perplexity buckets even where models are built
+         "perplexity.enabled": False, "ref.enabled": False}
     o.update(overrides)
     return load_config(ROOT / "configs" / "default.yaml", o)
 

@@ -93,7 +93,8 @@ def test_embed_run_incremental_and_index(tmp_path: Path, embedder: Embedder) -> 
     ann = AnnIndex.open(run)
     store = EmbeddingStore.open(run)
     cos, rows = ann.search(store.vectors()[[13]], 1)
-    assert rows[0, 0] == 13 and cos[0, 0] == pytest.approx(1.0, abs=1e-5)
+    # Row 13 is found (or row 3, the same text under another id: a tie).
+    assert rows[0, 0] in (3, 13) and cos[0, 0] == pytest.approx(1.0, abs=1e-5)
     meta = json.loads((run / "_geometry" / "embeddings" / "meta.json").read_text())
     assert set(meta["shards"]) == {"en/part-00000.parquet", "en/part-00001.parquet", "fr/part-00000.parquet"}
     assert store.row_of(make_doc_id(500)) == 12

@@ -1,0 +1,160 @@
+"""MinHash near-dup benchmark: signature speed and accuracy against planted truth.
+
+One command (defaults: the 20k-doc benchmark file made by
+``../shared/tools/make_bench_wet.py --docs 20000 --truth``)::
+
+    python bench/bench_minhash.py [--wet bench.warc.wet.gz --truth truth.jsonl]
+                                  [--run OUT_DIR_OF_A_FINISHED_RUN]
+
+1. speed: signatures of the first ``--speed-docs`` documents in this process
+   (one core): docs/s, wall and CPU time.
+2. accuracy on the raw texts: the shuffle phases (sign -> buckets -> clusters)
+   over all documents split into ``--shards`` shards, with and without the
+   estimated-Jaccard verification. Recall = planted pairs with 5-gram Jaccard >=
+   0.8 whose two documents end in one cluster; precision = removed documents whose
+   exact Jaccard (same normalisation) with their cluster's kept document is >= 0.8
+   (all of them, or a sample of ``--sample``).
+3. with ``--run``: the same figures for a finished pipeline run on the same file,
+   from its ``_work/minhash`` audit files (pairs where both documents reached
+   MinHash, i.e. survived line dedup and language id).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ccpipe import minhash_core as mc  # noqa: E402
+from ccpipe.io.wet import read_wet  # noqa: E402
+from ccpipe.stats import Stats  # noqa: E402
+from ccpipe.steps import minhash  # noqa: E402
+
+BENCH = Path("/work/bench-data")
+
+
+def load(wet: Path) -> tuple[list[str], list[str]]:
+    ids, texts = [], []
+    for d in read_wet(str(wet), Stats()):
+        ids.append(d.id)
+        texts.append(d.raw_content)
+    return ids, texts
+
+
+def speed(texts: list[str], n: int) -> dict:
+    sample = texts[:n]
+    mc.signatures(sample[:50])  # warm the permutation template
+    w0, c0 = time.perf_counter(), time.process_time()
+    mc.signatures(sample)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    shingles = float(np.mean([mc.shingle_hashes(t).size for t in sample]))
+    return {"docs": len(sample), "shingles_per_doc": round(shingles), "docs_per_s_wall": round(len(sample) / wall),
+            "docs_per_s_cpu": round(len(sample) / cpu)}
+
+
+def shuffle(texts: list[str], ids: list[str], shards: int, work: Path, verify: float | None, bands: int, rows: int,
+            buckets: int) -> dict[str, tuple[int, int, bool]]:
+    bounds = np.linspace(0, len(texts), shards + 1).astype(int)
+    for t in range(shards):
+        lo, hi = bounds[t], bounds[t + 1]
+        sig = mc.signatures(texts[lo:hi])
+        minhash.write_shard(minhash.shard_dir(work, t), sig, np.array([len(x) for x in texts[lo:hi]]),
+                            np.zeros(hi - lo, np.int32), ["all"], bands, rows, buckets, ids[lo:hi])
+    return cluster(work, shards, verify, buckets)
+
+
+def cluster(work: Path, shards: int, verify: float | None, buckets: int) -> dict[str, tuple[int, int, bool]]:
+    for k in range(buckets):
+        minhash.bucket_task_fn(work, k, list(range(shards)), verify_threshold=verify, num_perm=128)
+    minhash.cluster_task_fn(work, buckets, list(range(shards)), "first")
+    return minhash.read_clusters(work)
+
+
+def evaluate(clusters: dict[str, tuple[int, int, bool]], truth: list[dict], text_of: dict[str, str],
+             present: set[str] | None, sample: int, rng: random.Random) -> dict:
+    hi = [t for t in truth if t["jaccard_5gram"] >= 0.8]
+    if present is not None:
+        hi = [t for t in hi if t["a"] in present and t["b"] in present]
+
+    def together(t: dict) -> bool:
+        a, b = clusters.get(t["a"]), clusters.get(t["b"])
+        return a is not None and b is not None and a[0] == b[0]
+
+    found = sum(together(t) for t in hi)
+    mid = [t for t in truth if 0.7 <= t["jaccard_5gram"] < 0.8 and (present is None or {t["a"], t["b"]} <= present)]
+    kept_text = {}
+    id_of_cluster = {c: i for i, (c, _, kept) in clusters.items() if kept}
+    removed = [i for i, (c, _, kept) in clusters.items() if not kept]
+    picked = rng.sample(removed, min(sample, len(removed)))
+    jac = []
+    for i in picked:
+        k = id_of_cluster[clusters[i][0]]
+        kept_text.setdefault(k, text_of[k])
+        jac.append(mc.exact_jaccard(text_of[i], kept_text[k]))
+    jac = np.array(jac) if jac else np.zeros(0)
+    return {
+        "pairs_j>=0.8": len(hi),
+        "recall_j>=0.8": round(found / max(1, len(hi)), 4),
+        "recall_0.7<=j<0.8": round(sum(together(t) for t in mid) / max(1, len(mid)), 4),
+        "removed": len(removed),
+        "precision_sampled": len(picked),
+        "precision_exact_j>=0.8": round(float((jac >= 0.8).mean()), 4) if jac.size else None,
+        "precision_exact_j>=0.7": round(float((jac >= 0.7).mean()), 4) if jac.size else None,
+        "removed_exact_j_p5_p50": [round(float(x), 3) for x in np.percentile(jac, [5, 50])] if jac.size else None,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--wet", type=Path, default=BENCH / "bench.warc.wet.gz")
+    ap.add_argument("--truth", type=Path, default=BENCH / "truth.jsonl")
+    ap.add_argument("--speed-docs", type=int, default=4000)
+    ap.add_argument("--shards", type=int, default=8)
+    ap.add_argument("--buckets", type=int, default=16)
+    ap.add_argument("--sample", type=int, default=1000)
+    ap.add_argument("--run", type=Path, help="a finished `ccpipe run` output dir on the same --wet")
+    args = ap.parse_args()
+    rng = random.Random(0)
+    ids, texts = load(args.wet)
+    truth = [json.loads(line) for line in args.truth.open()]
+    text_of = dict(zip(ids, texts))
+    print(f"{len(texts)} documents, {len(truth)} planted pairs "
+          f"({sum(t['jaccard_5gram'] >= 0.8 for t in truth)} with Jaccard >= 0.8)")
+    print("signatures (one core):", json.dumps(speed(texts, args.speed_docs)))
+    bands, rows = mc.optimal_bands(0.8, 128)
+    print(f"LSH: {bands} bands x {rows} rows, {args.buckets} buckets, {args.shards} shards")
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / "plain"
+        t0 = time.perf_counter()
+        c_plain = shuffle(texts, ids, args.shards, plain, None, bands, rows, args.buckets)
+        t_all = time.perf_counter() - t0
+        print(f"raw texts, no verification ({t_all:.1f}s for sign+shuffle+cluster):",
+              json.dumps(evaluate(c_plain, truth, text_of, None, args.sample, rng)))
+        verified = Path(tmp) / "verified"
+        for t in range(args.shards):  # same signatures, verified pairs
+            (verified / "minhash").mkdir(parents=True, exist_ok=True)
+            (verified / "minhash" / f"task-{t:05d}").symlink_to(minhash.shard_dir(plain, t))
+        c_ver = cluster(verified, args.shards, 0.8 - 2 * (0.8 * 0.2 / 128) ** 0.5, args.buckets)
+        print("raw texts, verified (est. J >= 0.729):", json.dumps(evaluate(c_ver, truth, text_of, None, args.sample, rng)))
+    if args.run:
+        work = args.run / "_work"
+        present = set()
+        for d in sorted((work / "minhash").glob("task-*")):
+            import pyarrow.feather as feather
+
+            present.update(feather.read_table(d / "ids.arrow").column("id").to_pylist())
+        c_run = minhash.read_clusters(work)
+        print(f"pipeline run {args.run} ({len(present)} docs reached MinHash):",
+              json.dumps(evaluate(c_run, truth, text_of, present, args.sample, rng)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,512 @@
+"""Near-duplicate removal with MinHash LSH, as a shuffle across all shards of a run.
+
+Four phases, each a map over small picklable arguments, so both executors run it
+and no process ever holds all documents or all signatures of a crawl:
+
+1. **sign** (:class:`MinHashSignatures`, the last step of the main pass). The
+   main pass writes its parquet into a staging area (``<out>/_work/stage/``);
+   this step computes each surviving document's signature and writes, per shard,
+   ``<out>/_work/minhash/task-NNNNN/``: ``signatures.npy`` (N x num_perm uint32),
+   ``lengths.npy``, ``placement.npy`` (the staged partition of each document, whose
+   names are in ``partitions.json``), and the band keys sorted by shuffle bucket
+   (``band_keys.npy``, ``band_docs.npy``, ``bucket_offsets.npy``), and the
+   documents' ids (``ids.arrow``, for audits).
+2. **bucket** (:func:`bucket_task`, one per bucket, ``buckets`` in all). Reads
+   its slice of every shard's band keys (memory: docs x bands / buckets x 12
+   bytes), sorts them, and turns every group of equal keys into candidate pairs;
+   each pair can be verified with the estimated Jaccard of the two signatures
+   (read from the shards' memory-mapped signature files), then saved as edges.
+3. **cluster** (:func:`cluster_task`, a single task). Union-find over the edges
+   only (nodes are the documents that have an edge: far fewer than documents);
+   picks the kept document of each cluster and writes one small file per shard.
+4. **finalize** (:func:`finalize_task`, one per shard). Rewrites the staged
+   parquet into ``<out>/<partition>/part-NNNNN.parquet``, dropping the non-kept
+   members and adding ``dup_cluster_id`` / ``dup_cluster_size``; records the
+   drops under a ``minhash`` step (reason ``near_duplicate``) in the shard's
+   stats, which are its completion marker. Idempotent: it only reads staged files.
+
+A document is named by its *global position* ``task_id << 32 | seq`` (``seq``:
+its index among the documents the shard's main pass kept). ``dup_cluster_id`` is
+the global position of the cluster's kept document; a document without near
+duplicates is a cluster of one: its own position, size 1.
+
+Keep rule (``minhash.keep``): ``first`` keeps the earliest document in input
+order (smallest global position); ``longest`` keeps the longest text, ties to
+the earliest. Both are deterministic and independent of the executor.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+
+from ccpipe import minhash_core as mc
+from ccpipe.document import Document
+from ccpipe.io.parquet import partition_of, shard_file_name
+from ccpipe.stats import Stats, write_json_atomic
+from ccpipe.steps.base import Step, TaskContext
+
+log = logging.getLogger(__name__)
+
+STEP_NAME = "minhash"
+DROP_REASON = "near_duplicate"
+_SEQ_BITS = np.uint64(32)
+
+
+def minhash_dir(work_dir: Path) -> Path:
+    return Path(work_dir) / "minhash"
+
+
+def shard_dir(work_dir: Path, task_id: int) -> Path:
+    return minhash_dir(work_dir) / f"task-{task_id:05d}"
+
+
+def stage_dir(work_dir: Path) -> Path:
+    return Path(work_dir) / "stage"
+
+
+def staged_stats_path(work_dir: Path, task_id: int) -> Path:
+    """Stats of a shard's main pass; its completion marker when MinHash is on."""
+    return stage_dir(work_dir) / "stats" / f"part-{task_id:05d}.json"
+
+
+def bucket_marker(work_dir: Path, bucket: int) -> Path:
+    return minhash_dir(work_dir) / "edges" / f"bucket-{bucket:04d}.done"
+
+
+def cluster_marker(work_dir: Path) -> Path:
+    return minhash_dir(work_dir) / "clusters" / "DONE"
+
+
+def _edges_path(work_dir: Path, bucket: int) -> Path:
+    return minhash_dir(work_dir) / "edges" / f"bucket-{bucket:04d}.npy"
+
+
+def _cluster_file(work_dir: Path, task_id: int) -> Path:
+    return minhash_dir(work_dir) / "clusters" / f"task-{task_id:05d}.npz"
+
+
+def _save(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)
+
+
+def global_pos(task_id: int, seq: np.ndarray) -> np.ndarray:
+    return (np.uint64(task_id) << _SEQ_BITS) | seq.astype(np.uint64)
+
+
+# --- phase 1: signatures --------------------------------------------------
+
+
+class MinHashSignatures(Step):
+    """Signatures and band keys of every document that leaves the main pass.
+
+    Must be the last step: a document's place in the staged output (partition,
+    row) is taken from the order in which this step passes documents on.
+    """
+
+    name = "minhash_signatures"
+    output_fields = {"dup_cluster_id": pa.int64(), "dup_cluster_size": pa.int32()}
+
+    def __init__(self, *, num_perm: int, seed: int, ngram: int, bands: int, rows: int, buckets: int,
+                 batch: int = 256) -> None:
+        self.num_perm, self.seed, self.ngram = num_perm, seed, ngram
+        self.bands, self.rows, self.buckets = bands, rows, buckets
+        self.batch = batch
+
+    def check(self) -> None:
+        try:
+            import datasketch  # noqa: F401
+        except ImportError:
+            from ccpipe.errors import ConfigError
+
+            raise ConfigError("MinHash dedup needs datasketch: pip install datasketch (or set minhash.enabled=false)") from None
+
+    def run(self, docs: Iterable[Document], ctx: TaskContext) -> Iterator[Document]:
+        sigs: list[np.ndarray] = []
+        lengths: list[int] = []
+        ids: list[str] = []
+        placement: list[int] = []
+        partitions: dict[str, int] = {}
+        batch: list[Document] = []
+        st = ctx.stats.step(self.name)
+
+        def flush() -> Iterator[Document]:
+            sigs.append(mc.signatures([d.raw_content for d in batch], self.num_perm, self.seed, self.ngram))
+            for d in batch:
+                placement.append(partitions.setdefault(partition_of(d), len(partitions)))
+                lengths.append(len(d.raw_content))
+                ids.append(d.id)
+            yield from batch
+            batch.clear()
+
+        for doc in docs:
+            batch.append(doc)
+            if len(batch) >= self.batch:
+                yield from flush()
+        if batch:
+            yield from flush()
+        sig = np.concatenate(sigs) if sigs else np.zeros((0, self.num_perm), np.uint32)
+        counters = write_shard(shard_dir(ctx.work_dir, ctx.task_id), sig, np.asarray(lengths, np.int64),
+                               np.asarray(placement, np.int32), list(partitions), self.bands, self.rows, self.buckets,
+                               ids)
+        st.counters.update(counters)
+
+
+def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
+    # the low bits of a mixed 64-bit key are uniform
+    return (keys % np.uint64(buckets)).astype(np.int64)
+
+
+def write_shard(d: Path, sig: np.ndarray, lengths: np.ndarray, placement: np.ndarray, partitions: list[str],
+                bands: int, rows: int, buckets: int, ids: list[str] | None = None) -> dict[str, int]:
+    """Save one shard's signatures and its band keys grouped by shuffle bucket.
+
+    ``ids`` (WARC-Record-IDs, ``ids.arrow``) are only for audits: which documents
+    a cluster holds, including the removed ones that are not in the output."""
+    d.mkdir(parents=True, exist_ok=True)
+    if ids is not None:
+        tmp = d / f".ids.arrow.tmp-{os.getpid()}"
+        feather.write_feather(pa.table({"id": pa.array(ids, pa.string())}), tmp, compression="lz4")
+        os.replace(tmp, d / "ids.arrow")
+    ok = mc.has_shingles(sig)
+    keys = mc.band_keys(sig, bands, rows)  # N x bands
+    seq = np.repeat(np.arange(sig.shape[0], dtype=np.uint32), bands)
+    keys, seq = keys.reshape(-1), seq
+    keep = np.repeat(ok, bands)  # a text without shingles matches nothing
+    keys, seq = keys[keep], seq[keep]
+    bucket = bucket_of(keys, buckets)
+    order = np.argsort(bucket, kind="stable")
+    offsets = np.searchsorted(bucket[order], np.arange(buckets + 1))
+    _save(d / "signatures.npy", sig)
+    _save(d / "lengths.npy", lengths)
+    _save(d / "placement.npy", placement)
+    _save(d / "band_keys.npy", keys[order])
+    _save(d / "band_docs.npy", seq[order])
+    _save(d / "bucket_offsets.npy", offsets.astype(np.int64))
+    write_json_atomic(d / "partitions.json", partitions)
+    return {"signed_docs": int(sig.shape[0]), "docs_without_shingles": int((~ok).sum()), "band_keys": int(keys.size)}
+
+
+# --- phase 2: buckets -> candidate pairs -> edges ---------------------------
+
+
+def bucket_task_fn(work_dir: Path, bucket: int, task_ids: list[int], *, verify_threshold: float | None,
+                   num_perm: int, max_pairs_per_group: int = 64) -> dict[str, Any]:
+    """Candidate pairs of one bucket: documents that share a band key.
+
+    A group of k documents with one key gives all k(k-1)/2 pairs when k is small
+    and a star from its earliest member otherwise (connectivity is what
+    clustering needs). With ``verify_threshold``, a pair is kept only when the
+    signatures' estimated Jaccard reaches it.
+    """
+    keys_l, docs_l = [], []
+    for t in task_ids:
+        d = shard_dir(work_dir, t)
+        off = np.load(d / "bucket_offsets.npy")
+        lo, hi = int(off[bucket]), int(off[bucket + 1])
+        if hi <= lo:
+            continue
+        keys_l.append(np.asarray(np.load(d / "band_keys.npy", mmap_mode="r")[lo:hi]))
+        docs_l.append(global_pos(t, np.asarray(np.load(d / "band_docs.npy", mmap_mode="r")[lo:hi])))
+    keys = np.concatenate(keys_l) if keys_l else np.zeros(0, np.uint64)
+    docs = np.concatenate(docs_l) if docs_l else np.zeros(0, np.uint64)
+    del keys_l, docs_l
+    order = np.lexsort((docs, keys))
+    keys, docs = keys[order], docs[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if keys.size else np.zeros(0, np.int64)
+    sizes = np.diff(np.concatenate([starts, [keys.size]])) if keys.size else np.zeros(0, np.int64)
+    multi = sizes > 1
+    pairs_a: list[np.ndarray] = []
+    pairs_b: list[np.ndarray] = []
+    # groups of two (nearly all of them): vectorised
+    two = starts[sizes == 2]
+    pairs_a.append(docs[two])
+    pairs_b.append(docs[two + 1])
+    for s, k in zip(starts[multi & (sizes > 2)], sizes[multi & (sizes > 2)]):
+        g = np.unique(docs[s : s + k])
+        if g.size < 2:
+            continue
+        if g.size <= max_pairs_per_group:
+            i, j = np.triu_indices(g.size, 1)
+        else:
+            i, j = np.zeros(g.size - 1, np.int64), np.arange(1, g.size)
+        pairs_a.append(g[i])
+        pairs_b.append(g[j])
+    a = np.concatenate(pairs_a)
+    b = np.concatenate(pairs_b)
+    ab = np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1) if a.size else np.zeros((0, 2), np.uint64)
+    ab = ab[ab[:, 0] != ab[:, 1]]  # one document twice in a group (two equal bands)
+    ab = np.unique(ab, axis=0) if ab.size else ab
+    candidates = int(ab.shape[0])
+    if verify_threshold is not None and candidates:
+        est = _estimated_jaccard(work_dir, ab, num_perm)
+        ab = ab[est >= verify_threshold]
+    _save(_edges_path(work_dir, bucket), ab.astype(np.uint64))
+    counters = {
+        "band_entries": int(keys.size),
+        "band_collision_groups": int(multi.sum()),
+        "candidate_pairs": candidates,
+        "verified_pairs": int(ab.shape[0]),
+        "bucket_entries_max": int(keys.size),
+    }
+    write_json_atomic(bucket_marker(work_dir, bucket), counters)
+    return counters
+
+
+def _estimated_jaccard(work_dir: Path, pairs: np.ndarray, num_perm: int) -> np.ndarray:
+    """Estimated Jaccard (``LeanMinHash.jaccard``) of each pair, from memory-mapped signatures."""
+    sig_a = _gather(work_dir, pairs[:, 0], num_perm)
+    sig_b = _gather(work_dir, pairs[:, 1], num_perm)
+    return mc.estimated_jaccard(sig_a, sig_b)
+
+
+def _gather(work_dir: Path, pos: np.ndarray, num_perm: int) -> np.ndarray:
+    out = np.empty((pos.size, num_perm), np.uint32)
+    task = (pos >> _SEQ_BITS).astype(np.int64)
+    seq = (pos & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    for t in np.unique(task):
+        m = task == t
+        sig = np.load(shard_dir(work_dir, int(t)) / "signatures.npy", mmap_mode="r")
+        out[m] = sig[seq[m]]
+    return out
+
+
+# --- phase 3: union-find over the edges --------------------------------------
+
+
+def union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Root of each of ``n`` nodes given edges ``a[i] - b[i]``; the root of a
+    component is its smallest node.
+
+    Vectorised union-find: every round links each edge's larger root under its
+    smaller one (``minimum.at``), then compresses paths by pointer jumping, until
+    no edge joins two roots. Rounds grow with the log of the longest chain.
+    """
+    parent = np.arange(n, dtype=np.int64)
+    a = a.astype(np.int64)
+    b = b.astype(np.int64)
+    while True:
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not differ.any():
+            return parent
+        lo, hi = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
+        np.minimum.at(parent, hi, lo)
+        while True:  # path compression: point every node at its root
+            nxt = parent[parent]
+            if np.array_equal(nxt, parent):
+                break
+            parent = nxt
+        a, b = a[differ], b[differ]
+
+
+def cluster_task_fn(work_dir: Path, buckets: int, task_ids: list[int], keep: str) -> dict[str, Any]:
+    """Clusters from all buckets' edges; one file per shard that has cluster members."""
+    parts = [np.load(_edges_path(work_dir, k)) for k in range(buckets)]
+    edges = np.concatenate(parts) if parts else np.zeros((0, 2), np.uint64)
+    del parts
+    nodes, inv = np.unique(edges.reshape(-1), return_inverse=True)  # sorted global positions
+    inv = inv.reshape(-1, 2)
+    root = union_find(nodes.size, inv[:, 0], inv[:, 1]) if nodes.size else np.zeros(0, np.int64)
+    size = np.bincount(root, minlength=nodes.size)[root] if nodes.size else np.zeros(0, np.int64)
+    if keep == "longest" and nodes.size:
+        length = _gather_lengths(work_dir, nodes)
+        # per component: the longest, ties to the smallest position (nodes are sorted)
+        order = np.lexsort((np.arange(nodes.size), -length, root))
+        first = np.concatenate([[True], root[order][1:] != root[order][:-1]])
+        winner = np.empty(nodes.size, np.int64)
+        winner[root[order][first]] = order[first]
+        kept = winner[root]
+    else:
+        kept = root  # the smallest global position: first in input order
+    cluster_id = nodes[kept]
+    cdir = minhash_dir(work_dir) / "clusters"
+    cdir.mkdir(parents=True, exist_ok=True)
+    task = (nodes >> _SEQ_BITS).astype(np.int64)
+    seq = (nodes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    for t in task_ids:
+        m = task == t
+        path = _cluster_file(work_dir, t)
+        tmp = path.with_name(path.name + f".tmp-{os.getpid()}.npz")
+        np.savez(tmp, seq=seq[m], cluster_id=cluster_id[m].astype(np.int64), size=size[m].astype(np.int32))
+        os.replace(tmp, path)
+    n_clusters = int(np.unique(root).size)
+    counters = {
+        "edges": int(edges.shape[0]),
+        "duplicate_clusters": n_clusters,
+        "docs_in_clusters": int(nodes.size),
+        "cluster_size_max": int(size.max()) if size.size else 0,
+        "cluster_docs_to_remove": int(nodes.size - n_clusters),
+        "cluster_peak_edge_bytes_max": int(edges.nbytes),
+    }
+    write_json_atomic(cluster_marker(work_dir), counters)
+    return counters
+
+
+def _gather_lengths(work_dir: Path, pos: np.ndarray) -> np.ndarray:
+    out = np.empty(pos.size, np.int64)
+    task = (pos >> _SEQ_BITS).astype(np.int64)
+    seq = (pos & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    for t in np.unique(task):
+        m = task == t
+        out[m] = np.load(shard_dir(work_dir, int(t)) / "lengths.npy", mmap_mode="r")[seq[m]]
+    return out
+
+
+# --- phase 4: finalize -------------------------------------------------------
+
+
+def finalize_shard(work_dir: Path, out_dir: Path, task_id: int, final_stats: Path,
+                   compression: str | None, row_group_rows: int) -> dict[str, Any]:
+    """Write a shard's final parquet from its staged files and clusters; save its stats."""
+    stats = Stats.load(staged_stats_path(work_dir, task_id))
+    d = shard_dir(work_dir, task_id)
+    partitions: list[str] = json.loads((d / "partitions.json").read_text())
+    placement = np.load(d / "placement.npy")
+    n = placement.size
+    cluster_id = global_pos(task_id, np.arange(n, dtype=np.uint64)).astype(np.int64)
+    size = np.ones(n, np.int32)
+    cf = _cluster_file(work_dir, task_id)
+    if cf.is_file():
+        with np.load(cf) as z:
+            seq = z["seq"].astype(np.int64)
+            cluster_id[seq] = z["cluster_id"]
+            size[seq] = z["size"]
+    own = global_pos(task_id, np.arange(n, dtype=np.uint64)).astype(np.int64)
+    keep = cluster_id == own
+    st = stats.step(STEP_NAME)
+    for p, name in enumerate(partitions):
+        seqs = np.flatnonzero(placement == p)
+        src = stage_dir(work_dir) / name / shard_file_name(task_id)
+        dest = Path(out_dir) / name / shard_file_name(task_id)
+        table = pq.read_table(src)
+        if table.num_rows != seqs.size:
+            raise AssertionError(f"{src}: {table.num_rows} rows, signatures say {seqs.size}")
+        chars = pc.utf8_length(table.column("raw_content")).to_numpy(zero_copy_only=False).astype(np.int64)
+        mask = keep[seqs]
+        table = table.set_column(table.schema.get_field_index("dup_cluster_id"), "dup_cluster_id",
+                                 pa.array(cluster_id[seqs], pa.int64()))
+        table = table.set_column(table.schema.get_field_index("dup_cluster_size"), "dup_cluster_size",
+                                 pa.array(size[seqs], pa.int32()))
+        kept = table.filter(pa.array(mask))
+        removed = int((~mask).sum())
+        st.docs_in += int(seqs.size)
+        st.docs_out += kept.num_rows
+        st.chars_in += int(chars.sum())
+        st.chars_out += int(chars[mask].sum())
+        if removed:
+            st.dropped[DROP_REASON] += removed
+            stats.docs_kept -= removed
+            stats.chars_kept -= int(chars[~mask].sum())
+            stats.by_language[name] -= removed
+            if stats.by_language[name] == 0:
+                del stats.by_language[name]
+        if kept.num_rows:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            pq.write_table(kept, tmp, compression=compression, row_group_size=row_group_rows)
+            os.replace(tmp, dest)
+        else:
+            dest.unlink(missing_ok=True)
+    st.counters["docs_in_duplicate_clusters"] += int((size > 1).sum())
+    stats.check()
+    stats.save(final_stats)
+    for name in partitions:
+        (stage_dir(work_dir) / name / shard_file_name(task_id)).unlink(missing_ok=True)
+    return {"docs": n, "removed": int((~keep).sum())}
+
+
+# --- the phases as executor tasks ---------------------------------------------
+
+
+def make_signature_step(cfg: Any) -> MinHashSignatures:
+    """The sign step for a ``MinHashConfig``."""
+    bands, rows = cfg.lsh()
+    return MinHashSignatures(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, bands=bands, rows=rows,
+                             buckets=cfg.buckets)
+
+
+def bucket_task(args: tuple[Path, int, list[int], float | None, int]) -> dict[str, Any]:
+    work_dir, bucket, task_ids, verify, num_perm = args
+    return bucket_task_fn(work_dir, bucket, task_ids, verify_threshold=verify, num_perm=num_perm)
+
+
+def cluster_task(args: tuple[Path, int, list[int], str]) -> dict[str, Any]:
+    return cluster_task_fn(*args)
+
+
+def finalize_task(args: tuple[Path, Path, int, Path, str | None, int]) -> dict[str, Any]:
+    return finalize_shard(*args)
+
+
+def run_phases(ex: Any, cfg: Any, out_dir: Path, task_ids: list[int], final_stats: Any) -> dict[str, float]:
+    """Buckets, clustering and finalize, each skipping what its markers say is done.
+
+    ``cfg`` is the run's ``PipelineConfig``; ``final_stats(task_id)`` the path of a
+    shard's final stats (its completion marker). Returns wall seconds per phase.
+    """
+    import time
+
+    mh = cfg.minhash
+    work = out_dir / "_work"
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    if not cluster_marker(work).is_file():
+        todo = [k for k in range(mh.buckets) if not bucket_marker(work, k).is_file()]
+        items = [(work, k, task_ids, mh.pair_threshold(), mh.num_perm) for k in todo]
+        for _ in ex.map(bucket_task, items, desc="minhash buckets"):
+            pass
+        seconds["minhash_buckets"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # one task: union-find needs every edge, but only edges (no documents, no signatures)
+        for _ in ex.map(cluster_task, [(work, mh.buckets, task_ids, mh.keep)], desc="minhash clusters"):
+            pass
+        seconds["minhash_cluster"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    out = cfg.output
+    compression = None if out.compression == "none" else out.compression
+    todo_f = [t for t in task_ids if not Path(final_stats(t)).is_file()]
+    items_f = [(work, out_dir, t, Path(final_stats(t)), compression, out.row_group_rows) for t in todo_f]
+    for _ in ex.map(finalize_task, items_f, desc="minhash finalize"):
+        pass
+    seconds["minhash_finalize"] = time.perf_counter() - t0
+    return seconds
+
+
+def run_counters(work_dir: Path) -> dict[str, int]:
+    """The run-level MinHash figures (buckets and clustering) for the merged stats."""
+    from ccpipe.stats import merge_counters
+    from collections import Counter
+
+    total: Counter = Counter()
+    for marker in sorted((minhash_dir(work_dir) / "edges").glob("bucket-*.done")):
+        merge_counters(total, json.loads(marker.read_text()))
+    if cluster_marker(work_dir).is_file():
+        merge_counters(total, json.loads(cluster_marker(work_dir).read_text()))
+    return dict(total)
+
+
+def read_clusters(work_dir: Path) -> dict[str, tuple[int, int, bool]]:
+    """Audit view of a run's clusters: document id -> (cluster id, size, kept)
+    for every document that has a near duplicate, removed ones included."""
+    out: dict[str, tuple[int, int, bool]] = {}
+    for f in sorted((minhash_dir(work_dir) / "clusters").glob("task-*.npz")):
+        task_id = int(f.stem.split("-")[1])
+        ids = feather.read_table(shard_dir(work_dir, task_id) / "ids.arrow").column("id").to_pylist()
+        with np.load(f) as z:
+            own = global_pos(task_id, z["seq"]).astype(np.int64)
+            for s, c, n, o in zip(z["seq"].tolist(), z["cluster_id"].tolist(), z["size"].tolist(), own.tolist()):
+                out[ids[s]] = (c, n, c == o)
+    return out

@@ -1,0 +1,96 @@
+"""MicroBatcher on its own: deterministic backends, no model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from geometry.service.batching import BatchConfig, MicroBatcher
+
+
+def run_batcher(n: int, config: BatchConfig, fn) -> tuple[list, list[list[int]], MicroBatcher]:
+    calls: list[list[int]] = []
+
+    def backend(items):
+        calls.append(list(items))
+        return fn(items)
+
+    async def main():
+        with ThreadPoolExecutor(1) as ex:
+            b = MicroBatcher(backend, ex, config, name="t")
+            b.start()
+            res = await asyncio.gather(*(b.submit(i) for i in range(n)), return_exceptions=True)
+            await b.stop()
+            return res, b
+
+    res, b = asyncio.run(main())
+    return res, calls, b
+
+
+def test_concurrent_items_share_one_call() -> None:
+    res, calls, b = run_batcher(10, BatchConfig(window_ms=200, max_items=64), lambda xs: [x * x for x in xs])
+    assert res == [i * i for i in range(10)]
+    assert calls == [list(range(10))]
+    assert b.stats.calls == 1 and b.stats.items == 10 and b.stats.max_batch == 10
+
+
+def test_max_items_caps_a_batch_and_one_disables_batching() -> None:
+    res, calls, _ = run_batcher(10, BatchConfig(window_ms=200, max_items=4), lambda xs: [-x for x in xs])
+    assert res == [-i for i in range(10)]
+    assert [len(c) for c in calls] == [4, 4, 2]
+    _, calls, b = run_batcher(5, BatchConfig(window_ms=200, max_items=1), lambda xs: list(xs))
+    assert calls == [[0], [1], [2], [3], [4]] and b.stats.to_dict()["mean_batch"] == 1.0
+
+
+def test_a_failing_batch_fails_its_requests_only() -> None:
+    def backend(xs):
+        if 3 in xs:
+            raise ValueError("bad item 3")
+        return list(xs)
+
+    res, calls, _ = run_batcher(6, BatchConfig(window_ms=100, max_items=2), backend)
+    assert [len(c) for c in calls] == [2, 2, 2]
+    assert res[0:2] == [0, 1] and res[4:6] == [4, 5]
+    assert all(isinstance(r, ValueError) and "bad item 3" in str(r) for r in res[2:4])
+
+
+def test_wrong_result_count_is_an_error_not_a_silent_mismatch() -> None:
+    res, _, _ = run_batcher(3, BatchConfig(window_ms=100, max_items=8), lambda xs: list(xs)[:-1])
+    assert all(isinstance(r, RuntimeError) for r in res)
+
+
+def test_items_queued_while_the_backend_runs_form_the_next_batch() -> None:
+    """Window 0: batching comes only from load, i.e. from requests queued behind a busy backend."""
+    gate = threading.Event()
+    calls: list[list[int]] = []
+
+    def backend(xs):
+        calls.append(list(xs))
+        gate.wait(5)
+        return list(xs)
+
+    async def main():
+        with ThreadPoolExecutor(1) as ex:
+            b = MicroBatcher(backend, ex, BatchConfig(window_ms=0, max_items=64), name="t")
+            b.start()
+            first = asyncio.ensure_future(b.submit(0))
+            await asyncio.sleep(0.05)  # item 0 is now inside the backend
+            rest = [asyncio.ensure_future(b.submit(i)) for i in range(1, 8)]
+            await asyncio.sleep(0.05)
+            gate.set()
+            out = await asyncio.gather(first, *rest)
+            await b.stop()
+            return out
+
+    assert asyncio.run(main()) == list(range(8))
+    assert calls == [[0], list(range(1, 8))]
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError):
+        BatchConfig(max_items=0)
+    with pytest.raises(ValueError):
+        BatchConfig(window_ms=-1)

@@ -1,0 +1,93 @@
+"""Gopher rules: each on a document that trips it and on one that does not."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from ccpipe.document import Document
+from ccpipe.stats import Stats
+from ccpipe.steps.base import TaskContext
+from ccpipe.steps.quality import GopherQuality, GopherRules, STOP_WORDS_EN, ngram_char_ratios
+
+GOOD = (
+    "The river town grew slowly around the old mill, and by the end of the century it had a school, "
+    "two churches and a small library that opened every morning. Farmers brought wheat to the market "
+    "on Saturdays, while traders from the coast came with salt, cloth and news. Most families lived "
+    "in stone houses built with material taken from the quarry near the northern hills. When the "
+    "railway arrived, younger people left to find work in larger cities, yet many returned later "
+    "to raise their children in quieter streets. Today visitors walk along the restored canal, "
+    "read about local history in the museum and have lunch in cafes facing the water."
+)
+LINES = [s.strip() + "." for s in GOOD.split(".") if s.strip()]  # 6 sentences as lines
+NO_STOP = " ".join(w for w in GOOD.split() if w.lower().strip(".,") not in STOP_WORDS_EN)
+REPEAT = "quiet harbour lanterns glimmered beside weathered fishing boats waiting patiently for dawn tides"
+
+
+def _variants():
+    # (rule, document, language, rule overrides): the document breaks exactly this rule
+    long_line = " ".join(GOOD.split()[:45])
+    return [
+        ("gopher_too_few_words", " ".join(GOOD.split()[:40]), "en", {}),
+        ("gopher_too_many_words", GOOD, "en", {"max_words": 60}),
+        ("gopher_mean_word_length", " ".join(["ab", "cd", "to", "the"] * 20), "en", {}),
+        ("gopher_symbol_word_ratio", GOOD + " #tag" * 20, "en", {}),
+        ("gopher_bullet_lines", "\n".join("\u2022 " + ln for ln in LINES), "en", {}),
+        ("gopher_ellipsis_lines", "\n".join(ln[:-1] + "..." if i < 2 else ln for i, ln in enumerate(LINES)), "en", {}),
+        ("gopher_alpha_words", GOOD + " 1234" * 30, "en", {}),
+        ("gopher_stop_words", NO_STOP, "en", {}),
+        ("gopher_dup_lines", "\n".join(LINES + LINES[:3]), "en", {}),
+        ("gopher_dup_line_chars", "\n".join([long_line, *LINES[3:], long_line]), "en", {}),
+        ("gopher_dup_paragraphs", "\n\n".join(LINES + LINES[:3]), "en", {"max_dup_lines_ratio": 1.0, "max_dup_line_chars_ratio": 1.0}),
+        ("gopher_dup_paragraph_chars", "\n\n".join([long_line, *LINES[3:], long_line]), "en",
+         {"max_dup_lines_ratio": 1.0, "max_dup_line_chars_ratio": 1.0}),
+        ("gopher_top_2gram", GOOD + " big cat" * 30, "en", {}),
+        ("gopher_top_3gram", GOOD + " big cat tree" * 20, "en", {"max_top_ngram_chars_ratio": {2: 1.0, 3: 0.18, 4: 0.16}}),
+        ("gopher_dup_5gram", GOOD + " " + REPEAT + " and then " + REPEAT, "en", {}),
+        ("gopher_dup_10gram", GOOD + " " + REPEAT + " and then " + REPEAT, "en",
+         {"max_dup_ngram_chars_ratio": {n: (1.0 if n < 10 else 0.1) for n in range(5, 11)}}),
+    ]
+
+
+def test_clean_prose_passes_every_rule():
+    assert GopherQuality().check_document(GOOD, "en") is None
+    assert GopherQuality().check_document("\n".join(LINES), "en") is None
+
+
+@pytest.mark.parametrize("rule,text,lang,overrides", _variants(), ids=[v[0] for v in _variants()])
+def test_rule_trips_and_clean_text_passes_under_same_rules(rule, text, lang, overrides):
+    q = GopherQuality(dataclasses.replace(GopherRules(), **overrides))
+    assert q.check_document(text, lang) == rule
+    clean = " ".join(GOOD.split()[:55]) if rule == "gopher_too_many_words" else GOOD
+    assert q.check_document(clean, lang) is None
+    assert q.check_document("\n\n".join(LINES), lang) is None or rule == "gopher_too_many_words"
+
+
+def test_stop_word_rule_is_english_only():
+    assert GopherQuality().check_document(NO_STOP, "en") == "gopher_stop_words"
+    assert GopherQuality().check_document(NO_STOP, "fr") is None
+
+
+def test_ngram_ratios_by_hand():
+    r = ngram_char_ratios("a b a b".split(), [2], [3])
+    # bigram "a b" occurs twice, 2 chars each, of 4 word chars; trigrams "a b a", "b a b" are unique
+    assert r == {"top_2": 1.0}
+    r = ngram_char_ratios("xx y xx y zzzz".split(), [2], [2])
+    assert r["top_2"] == pytest.approx(2 * 3 / 10)
+    assert r["dup_2"] == pytest.approx(6 / 10)  # words 0..3 are covered, "zzzz" is not
+
+
+def test_step_counts_each_rule_and_skips_languages(tmp_path):
+    docs = [
+        Document(id="ok", url="u", date_download="", digest="", title="", raw_content=GOOD, language="en"),
+        Document(id="short", url="u", date_download="", digest="", title="", raw_content="too short", language="en"),
+        Document(id="zh", url="u", date_download="", digest="", title="", raw_content="中文网页内容", language="zh"),
+        Document(id="dup", url="u", date_download="", digest="", title="", raw_content="\n".join(LINES + LINES), language="de"),
+    ]
+    ctx = TaskContext(task_id=0, work_dir=tmp_path, stats=Stats())
+    out = list(GopherQuality(skip_languages=["zh"]).run(docs, ctx))
+    assert [d.id for d in out] == ["ok", "zh"]
+    st = ctx.stats.step("quality")
+    assert dict(st.dropped) == {"gopher_too_few_words": 1, "gopher_dup_lines": 1}
+    assert st.counters["skipped_language"] == 1
