@@ -80,9 +80,14 @@ def signatures(texts: Iterable[str], num_perm: int = 128, seed: int = 1, ngram: 
     once, ``minimum.reduceat`` per document) measured no faster here: the per
     document ``S x num_perm`` matrix of ``update_batch`` stays in cache.
     """
+    return signatures_of([shingle_hashes(t, ngram) for t in texts], num_perm, seed)
+
+
+def signatures_of(shingle_sets: Sequence[np.ndarray], num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """:func:`signatures` from precomputed :func:`shingle_hashes`."""
     from datasketch import MinHash
 
-    shingles = [shingle_hashes(t, ngram).tolist() for t in texts]
+    shingles = [s.tolist() for s in shingle_sets]
     if not shingles:
         return np.zeros((0, num_perm), np.uint32)
     tpl = _template(num_perm, seed)
@@ -144,6 +149,13 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
             h = (h ^ v[:, :, k]) * _M64
             h ^= h >> _SHIFT
     return h  # N x bands
+
+
+def set_jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard of two sorted unique shingle-hash arrays."""
+    inter = np.intersect1d(a, b, assume_unique=True).size
+    union = a.size + b.size - inter
+    return inter / union if union else 0.0
 
 
 def exact_jaccard(a: str, b: str, ngram: int = 5) -> float:

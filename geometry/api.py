@@ -46,6 +46,8 @@ class QueryConfig:
     upper_points: int = 32
     """Quadrature points of the upper-bound mode (and of graph edges); the same as the
     geodesic's, so the two modes' discretisation errors match and geodesic <= upper holds."""
+    graph_points: int = 8
+    """Quadrature points per kNN-graph edge (edges are short, so few suffice)."""
     candidates: int = 50
     """ANN candidates re-ranked by Stein distance in neighbour queries."""
     graph_k: int = 10
@@ -54,7 +56,7 @@ class QueryConfig:
     """Stored vectors used to set lam."""
 
     def __post_init__(self) -> None:
-        if self.c < 0 or self.upper_points < 2 or self.candidates < 1 or self.graph_k < 1:
+        if self.c < 0 or self.upper_points < 2 or self.graph_points < 2 or self.candidates < 1 or self.graph_k < 1:
             raise ValueError("c >= 0, upper_points >= 2, candidates >= 1 and graph_k >= 1 required")
 
 
@@ -230,7 +232,7 @@ class GeometryIndex:
         key = {
             "count": self.store.count,
             "k": self.config.graph_k,
-            "n_points": self.config.upper_points,
+            "n_points": self.config.graph_points,
             "lam": self.lam,
             "sphere": self.metric.sphere,
             "score_step": self.score_meta.get("step"),
@@ -238,12 +240,12 @@ class GeometryIndex:
         }
         meta_path, mat_path = g / "graph.json", g / "graph.npz"
         if meta_path.exists() and mat_path.exists() and json.loads(meta_path.read_text()) == json.loads(json.dumps(key)):
-            self._graph = KnnGraph.load(str(mat_path), k=self.config.graph_k, n_points=self.config.upper_points)
+            self._graph = KnnGraph.load(str(mat_path), k=self.config.graph_k, n_points=self.config.graph_points)
             return self._graph
         k = min(self.config.graph_k, self.store.count - 1)
         _, nb = self.ann.search(self.store.vectors()[:], k + 1)
         log.info("building kNN graph over %d documents (k = %d)", self.store.count, k)
-        self._graph = KnnGraph.build(self.metric, self._vectors, k=k, n_points=self.config.upper_points, neighbours=nb)
+        self._graph = KnnGraph.build(self.metric, self._vectors, k=k, n_points=self.config.graph_points, neighbours=nb)
         tmp = g / ".graph.tmp.npz"
         self._graph.save(str(tmp))
         os.replace(tmp, mat_path)

@@ -183,12 +183,15 @@ def geodesic(
             inner = inner / inner.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return torch.cat([base[rows, :1], inner, base[rows, -1:]], dim=1)  # A x P x d
 
-    with torch.no_grad():
-        e_ref = metric.energy(base).clamp_min(1e-30)  # RB: normalises every pair to O(1)
+    # Normalise every pair's energy to O(1) by its squared chord: costs no score evaluation,
+    # and makes grad_tol a relative tolerance (the lam term only adds to the energy).
+    e_ref = (chord * chord).clamp_min(1e-30)  # RB
 
     c_all = c0.clone()  # RB x n x d
     grad_max = torch.full((r * b,), math.inf, dtype=x.dtype, device=x.device)  # RB
     active = torch.arange(r * b, device=x.device)
+    length_all = torch.full((r * b,), math.nan, dtype=x.dtype, device=x.device)  # RB
+    energy_all = torch.full((r * b,), math.nan, dtype=x.dtype, device=x.device)  # RB
     iters = 0
     # L-BFGS shares one line search across the batch and can stop on a tiny step before
     # every pair passes the gradient test; each round restarts it, with a fresh history, on
@@ -215,8 +218,12 @@ def geodesic(
         with torch.enable_grad():
             opt.step(closure)
             c.grad = None
-            e_norm = metric.energy(build(c, active)) / ref  # A
+            sq = metric.segment_sq_lengths(build(c, active))  # A x (P-1)
+            e_norm = n_seg * sq.sum(-1) / ref  # A
             (grad,) = torch.autograd.grad(e_norm.sum(), c)  # A x n x d
+        sq = sq.detach()
+        length_all[active] = sq.clamp_min(0.0).sqrt().sum(-1)
+        energy_all[active] = n_seg * sq.sum(-1)
         iters += int(opt.state[c].get("n_iter", 0))
         c_all[active] = c.detach()
         gm = grad.abs().amax(dim=(1, 2)) if n_in > 0 else torch.zeros_like(e_norm)  # A
@@ -227,10 +234,10 @@ def geodesic(
         if active.numel() == 0 or iters >= cfg.max_iters:
             break
 
-    all_rows = torch.arange(r * b, device=x.device)
-    pts = build(c_all, all_rows).detach()  # RB x P x d
     with torch.no_grad():
-        length, energy = metric.length_and_energy(pts)  # RB, RB
+        pts = build(c_all, torch.arange(r * b, device=x.device)) if return_path else None  # RB x P x d
+        # Every pair's length and energy come from the evaluation that tested its gradient.
+        length, energy = length_all, energy_all  # RB, RB
         ok = (grad_max <= cfg.grad_tol) & torch.isfinite(energy) & torch.isfinite(length)  # RB
         # Pick the start with the lowest energy per pair (NaN energies never win).
         e_pick = torch.where(torch.isfinite(energy), energy, torch.full_like(energy, math.inf))
@@ -245,7 +252,7 @@ def geodesic(
         energy=energy[rows],
         mode="geodesic",
         iterations=iters,
-        path=pts[rows] if return_path else None,
+        path=pts[rows] if pts is not None else None,
     )
 
 

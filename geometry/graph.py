@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 import torch
-from scipy.sparse.csgraph import dijkstra
+from scipy.sparse.csgraph import connected_components, dijkstra, minimum_spanning_tree
 from torch import Tensor
 
 from geometry.distances import DistanceResult, upper_bound
@@ -53,6 +53,32 @@ def edge_lengths(
     return out
 
 
+def _bridges(points: Tensor, mat: sp.csr_matrix) -> np.ndarray:
+    """Closest point pairs joining the graph's components along a spanning tree (M x 2).
+
+    The tree is the minimum spanning tree of component centroids; each of its edges becomes
+    the closest pair of points between the two components (exact, faiss flat search).
+    """
+    import faiss
+
+    n_comp, label = connected_components(mat, directed=False)
+    if n_comp <= 1:
+        return np.zeros((0, 2), dtype=np.int64)
+    pts = np.ascontiguousarray(points.detach().cpu().numpy(), dtype=np.float32)
+    cent = np.stack([pts[label == c].mean(0) for c in range(n_comp)])  # C x d
+    diff = ((cent[:, None, :] - cent[None, :, :]) ** 2).sum(-1) + 1e-12  # C x C
+    tree = minimum_spanning_tree(sp.csr_matrix(np.triu(diff, 1))).tocoo()
+    out = []
+    for a, b in zip(tree.row, tree.col):
+        ia, ib = np.nonzero(label == a)[0], np.nonzero(label == b)[0]
+        index = faiss.IndexFlatL2(pts.shape[1])
+        index.add(pts[ia])
+        dist, nn = index.search(pts[ib], 1)
+        j = int(np.argmin(dist[:, 0]))
+        out.append((int(ia[nn[j, 0]]), int(ib[j])))
+    return np.asarray(out, dtype=np.int64)
+
+
 @dataclass(slots=True, kw_only=True)
 class KnnGraph:
     """A symmetric kNN graph whose edge weights are Stein segment lengths."""
@@ -63,6 +89,8 @@ class KnnGraph:
     """Neighbours per node used to build it."""
     n_points: int
     """Quadrature points per edge."""
+    n_bridges: int = 0
+    """Edges added to join components the kNN graph left apart (clustered corpora)."""
 
     @classmethod
     def build(
@@ -97,7 +125,18 @@ class KnnGraph:
         w = np.maximum(w, 1e-12)
         mat = sp.coo_matrix((w, (pairs[:, 0], pairs[:, 1])), shape=(n, n))
         mat = (mat + mat.T).tocsr()
-        return cls(matrix=mat, k=k, n_points=n_points)
+        bridges = _bridges(points, mat)
+        if len(bridges):
+            # Clustered corpora leave kNN graphs in pieces, and a piece cannot reach another;
+            # join them along the tree of nearest component pairs. Bridges are long, so they
+            # get more quadrature points; any path is still an upper bound on the geodesic.
+            bw = edge_lengths(metric, points, bridges[:, 0], bridges[:, 1], n_points=max(n_points, 32), batch_size=batch_size)
+            bw = np.maximum(np.where(np.isfinite(bw), bw, np.inf), 1e-12)
+            ok = np.isfinite(bw)
+            add = sp.coo_matrix((bw[ok], (bridges[ok, 0], bridges[ok, 1])), shape=(n, n))
+            mat = (mat + add + add.T).tocsr()
+            log.info("kNN graph: %d components joined by %d bridge edges", len(bridges) + 1, int(ok.sum()))
+        return cls(matrix=mat, k=k, n_points=n_points, n_bridges=len(bridges))
 
     @property
     def n_nodes(self) -> int:
@@ -128,7 +167,8 @@ class KnnGraph:
 
     @classmethod
     def load(cls, path: str, *, k: int, n_points: int) -> "KnnGraph":
-        return cls(matrix=sp.load_npz(path).tocsr(), k=k, n_points=n_points)
+        mat = sp.load_npz(path).tocsr()
+        return cls(matrix=mat, k=k, n_points=n_points)
 
 
 def graph_distance(

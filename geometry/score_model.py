@@ -87,10 +87,15 @@ class ScoreNet(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
         """x: B x d, sigma: B (or scalar) -> score B x d."""
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])  # B
+        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        if sigma.ndim == 0:
+            # One noise level for the whole batch (the metric's case): condition once, broadcast.
+            cond = self.cond(self._sigma_features(torch.log(sigma)[None]))  # 1 x H
+            sigma = sigma.expand(x.shape[0])  # B
+        else:
+            cond = self.cond(self._sigma_features(torch.log(sigma)))  # B x H
         c_in = torch.rsqrt(self.config.data_var + sigma * sigma)  # B
         h = self.inp(x * c_in[:, None])  # B x H
-        cond = self.cond(self._sigma_features(torch.log(sigma)))  # B x H
         for blk in self.blocks:
             h = blk(h, cond)
         f = self.out(self.out_norm(h))  # B x d

@@ -174,7 +174,7 @@ kenlm_ok() {
   # cheap smoke test: a bigram model of three sentences, and build_binary's usage text
   local arpa usage
   arpa="$(printf 'the cat sat\nthe dog sat\na cat ran\n' \
-    | "$BIN/lmplz" -o 2 --discount_fallback -S 16M -T "${TMPDIR:-/tmp}" 2>/dev/null)" || return 1
+    | "$BIN/lmplz" -o 2 --discount_fallback -S 128M -T "${TMPDIR:-/tmp}" 2>/dev/null)" || return 1
   [[ "$arpa" == *"ngram 2="* ]] || return 1
   usage="$("$BIN/build_binary" 2>&1 || true)"
   [[ "$usage" == *Usage* ]]

@@ -90,7 +90,7 @@ def test_document_perplexity_by_hand(scorer):
 
 
 def test_fast_normalisation_matches_per_line():
-    text = "  Ça coûte 12,50 €\u2026 «oui» \n\tHÉLLO\u0301 wörld \u2014 x\x07y\n\n\u00a0 \x0b \n١٢٣ ＂full\uff11"
+    text = "Мой отец \u2014\nx\U0001d167y \U00011001\n  Ça coûte 12,50 €\u2026 «oui» \n\tHÉLLO\u0301 wörld \u2014 x\x07y\n\n\u00a0 \x0b \n١٢٣ ＂full\uff11"
     assert normalize_doc_for_lm(text) == [normalize_for_lm(line) for line in text.split("\n")]
     assert normalize_doc_for_lm("Plain ASCII 42") == ["plain ascii 00"]
 

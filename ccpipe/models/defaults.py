@@ -81,32 +81,48 @@ def build_default_cutoffs(langs=DEFAULT_LANGS, force: bool = False, max_docs: in
     from ccpipe.steps.perplexity import LMScorer, save_cutoffs
 
     out = cutoff_path()
-    if out.is_file() and not force:
-        return {"cutoffs": "present"}
     real, demo = web_wet_files()
+    sources = out.with_name("cutoff.sources.json")
+    used = sorted(str(p) for p in real + demo)
+    # a later set-up step (the demo crawl) may bring a larger web sample: recompute then
+    if out.is_file() and not force and sources.is_file() and json.loads(sources.read_text()) == used:
+        return {"cutoffs": "present"}
     if not real and not demo:
         raise ModelError("no web sample for perplexity cutoffs: build the demo crawl (scripts/make_demo_wet.py) "
                          "or compute them from a run with `ccpipe models cutoffs RUN_DIR`")
     lid = LanguageId(max_chars=2000)
     lid.prepare(None)  # type: ignore[arg-type]
     scorers = {lang: LMScorer(sp_path(lang), kenlm_path(lang)) for lang in langs}
-    values: dict[str, list[float]] = {lang: [] for lang in langs}
-    n = 0
-    for path in real + demo:
-        for doc in read_wet(str(path), Stats()):
-            lang, score = lid.predict(doc.raw_content)
-            if lang in scorers and score >= 0.5:
-                values[lang].append(scorers[lang].perplexity(doc.raw_content))
-                n += 1
-            if n >= max_docs:
-                break
-    table = cutoffs_from_values(values, min_docs=20)
+
+    def score(paths: list[Path]) -> dict[str, list[float]]:
+        values: dict[str, list[float]] = {lang: [] for lang in langs}
+        for path in paths:
+            for doc in read_wet(str(path), Stats()):
+                lang, conf = lid.predict(doc.raw_content)
+                if lang in scorers and conf >= 0.5 and len(values[lang]) < max_docs:
+                    values[lang].append(scorers[lang].perplexity(doc.raw_content))
+        return values
+
+    # Real crawl pages first. The demo crawl is the same documentation the LMs were
+    # trained on (it scores far lower than web pages), so it only stands in for a
+    # language with too few real pages, and the table says which sample each used.
+    min_docs = 20
+    values, origin = score(real), {}
+    demo_values = score(demo) if demo and any(len(v) < min_docs for v in values.values()) else {}
+    for lang in langs:
+        origin[lang] = "real crawl excerpts"
+        if len(values[lang]) < min_docs and len(demo_values.get(lang, [])) >= min_docs:
+            values[lang], origin[lang] = demo_values[lang], "demo crawl (in-domain for the LM: cutoffs too low)"
+    table = cutoffs_from_values(values, min_docs=min_docs)
     if not table:
         raise ModelError(f"too few web documents in {[str(p) for p in real + demo]} to compute cutoffs")
     save_cutoffs(table, out)
-    return {"cutoffs": {lang: {"docs": len(values[lang]), "p30": round(table[lang][30], 1),
-                               "p60": round(table[lang][60], 1)} if lang in table else f"{len(values[lang])} docs: left out"
-                        for lang in langs}}
+    sources.write_text(json.dumps(used))
+    report = {lang: {"docs": len(values[lang]), "sample": origin[lang], "p30": round(table[lang][30], 1),
+                     "p60": round(table[lang][60], 1)} if lang in table else f"{len(values[lang])} docs: left out"
+              for lang in langs}
+    out.with_name("cutoff.report.json").write_text(json.dumps(report, indent=2))
+    return {"cutoffs": report}
 
 
 def build_default_ref(force: bool = False, seed: int = 0) -> dict:

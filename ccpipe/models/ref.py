@@ -155,10 +155,18 @@ def train_ref_classifier(
         rows = [f"{POSITIVE} {classifier_text(t)}" for t in pos_train] + [f"{NEGATIVE} {classifier_text(t)}" for t in neg_train]
         rng.shuffle(rows)
         train_file.write_text("\n".join(rows) + "\n", encoding="utf-8")
-        model = fasttext.train_supervised(
-            input=str(train_file), epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim,
-            minCount=1, bucket=bucket, thread=2, seed=seed, verbose=0,
-        )
+        for attempt in range(4):
+            try:
+                model = fasttext.train_supervised(
+                    input=str(train_file), epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim,
+                    minCount=1, bucket=bucket, thread=2, seed=seed, verbose=0,
+                )
+                break
+            except RuntimeError as e:  # "Encountered NaN": the learning rate is too high for this data
+                if "NaN" not in str(e) or attempt == 3:
+                    raise ModelError(f"fastText training failed: {e}") from e
+                log.warning("fastText diverged at lr=%g; retrying at lr=%g", lr, lr / 2)
+                lr /= 2
     tmp_out = out.with_name(out.name + ".tmp")
     model.save_model(str(tmp_out))
     tmp_out.replace(out)

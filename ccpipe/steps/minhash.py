@@ -120,7 +120,8 @@ class MinHashSignatures(Step):
     output_fields = {"dup_cluster_id": pa.int64(), "dup_cluster_size": pa.int32()}
 
     def __init__(self, *, num_perm: int, seed: int, ngram: int, bands: int, rows: int, buckets: int,
-                 batch: int = 256) -> None:
+                 keep_shingles: bool = False, batch: int = 256) -> None:
+        self.keep_shingles = keep_shingles
         self.num_perm, self.seed, self.ngram = num_perm, seed, ngram
         self.bands, self.rows, self.buckets = bands, rows, buckets
         self.batch = batch
@@ -137,13 +138,17 @@ class MinHashSignatures(Step):
         sigs: list[np.ndarray] = []
         lengths: list[int] = []
         ids: list[str] = []
+        shingles: list[np.ndarray] = []
         placement: list[int] = []
         partitions: dict[str, int] = {}
         batch: list[Document] = []
         st = ctx.stats.step(self.name)
 
         def flush() -> Iterator[Document]:
-            sigs.append(mc.signatures([d.raw_content for d in batch], self.num_perm, self.seed, self.ngram))
+            sh = [mc.shingle_hashes(d.raw_content, self.ngram) for d in batch]
+            sigs.append(mc.signatures_of(sh, self.num_perm, self.seed))
+            if self.keep_shingles:
+                shingles.extend(np.unique(x) for x in sh)
             for d in batch:
                 placement.append(partitions.setdefault(partition_of(d), len(partitions)))
                 lengths.append(len(d.raw_content))
@@ -160,7 +165,7 @@ class MinHashSignatures(Step):
         sig = np.concatenate(sigs) if sigs else np.zeros((0, self.num_perm), np.uint32)
         counters = write_shard(shard_dir(ctx.work_dir, ctx.task_id), sig, np.asarray(lengths, np.int64),
                                np.asarray(placement, np.int32), list(partitions), self.bands, self.rows, self.buckets,
-                               ids)
+                               ids, shingles if self.keep_shingles else None)
         st.counters.update(counters)
 
 
@@ -170,12 +175,19 @@ def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
 
 
 def write_shard(d: Path, sig: np.ndarray, lengths: np.ndarray, placement: np.ndarray, partitions: list[str],
-                bands: int, rows: int, buckets: int, ids: list[str] | None = None) -> dict[str, int]:
+                bands: int, rows: int, buckets: int, ids: list[str] | None = None,
+                shingles: list[np.ndarray] | None = None) -> dict[str, int]:
     """Save one shard's signatures and its band keys grouped by shuffle bucket.
 
     ``ids`` (WARC-Record-IDs, ``ids.arrow``) are only for audits: which documents
-    a cluster holds, including the removed ones that are not in the output."""
+    a cluster holds, including the removed ones that are not in the output.
+    ``shingles`` (sorted unique shingle hashes per document) serve the exact
+    verification of candidate pairs: ``shingles.npy`` + ``shingle_offsets.npy``."""
     d.mkdir(parents=True, exist_ok=True)
+    if shingles is not None:
+        sizes = np.fromiter((x.size for x in shingles), np.int64, len(shingles))
+        _save(d / "shingle_offsets.npy", np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+        _save(d / "shingles.npy", np.concatenate(shingles).astype(np.uint32) if shingles else np.zeros(0, np.uint32))
     if ids is not None:
         tmp = d / f".ids.arrow.tmp-{os.getpid()}"
         feather.write_feather(pa.table({"id": pa.array(ids, pa.string())}), tmp, compression="lz4")
@@ -203,13 +215,14 @@ def write_shard(d: Path, sig: np.ndarray, lengths: np.ndarray, placement: np.nda
 
 
 def bucket_task_fn(work_dir: Path, bucket: int, task_ids: list[int], *, verify_threshold: float | None,
-                   num_perm: int, max_pairs_per_group: int = 64) -> dict[str, Any]:
+                   num_perm: int, verify: str = "estimate", max_pairs_per_group: int = 64) -> dict[str, Any]:
     """Candidate pairs of one bucket: documents that share a band key.
 
     A group of k documents with one key gives all k(k-1)/2 pairs when k is small
     and a star from its earliest member otherwise (connectivity is what
-    clustering needs). With ``verify_threshold``, a pair is kept only when the
-    signatures' estimated Jaccard reaches it.
+    clustering needs). With ``verify_threshold``, a pair is kept only when its
+    Jaccard reaches it: ``exact`` (the two documents' shingle-hash sets, read
+    from the shards' memory-mapped files) or ``estimate`` (the signatures').
     """
     keys_l, docs_l = [], []
     for t in task_ids:
@@ -251,8 +264,8 @@ def bucket_task_fn(work_dir: Path, bucket: int, task_ids: list[int], *, verify_t
     ab = np.unique(ab, axis=0) if ab.size else ab
     candidates = int(ab.shape[0])
     if verify_threshold is not None and candidates:
-        est = _estimated_jaccard(work_dir, ab, num_perm)
-        ab = ab[est >= verify_threshold]
+        sim = _exact_jaccard(work_dir, ab) if verify == "exact" else _estimated_jaccard(work_dir, ab, num_perm)
+        ab = ab[sim >= verify_threshold]
     _save(_edges_path(work_dir, bucket), ab.astype(np.uint64))
     counters = {
         "band_entries": int(keys.size),
@@ -270,6 +283,21 @@ def _estimated_jaccard(work_dir: Path, pairs: np.ndarray, num_perm: int) -> np.n
     sig_a = _gather(work_dir, pairs[:, 0], num_perm)
     sig_b = _gather(work_dir, pairs[:, 1], num_perm)
     return mc.estimated_jaccard(sig_a, sig_b)
+
+
+def _exact_jaccard(work_dir: Path, pairs: np.ndarray) -> np.ndarray:
+    """Exact Jaccard of each pair's shingle-hash sets (32-bit hashes)."""
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def shingles(pos: int) -> np.ndarray:
+        t, seq = pos >> 32, pos & 0xFFFFFFFF
+        if t not in cache:
+            d = shard_dir(work_dir, t)
+            cache[t] = (np.load(d / "shingles.npy", mmap_mode="r"), np.load(d / "shingle_offsets.npy", mmap_mode="r"))
+        values, off = cache[t]
+        return np.asarray(values[off[seq] : off[seq + 1]])
+
+    return np.array([mc.set_jaccard(shingles(a), shingles(b)) for a, b in pairs.tolist()], dtype=np.float64)
 
 
 def _gather(work_dir: Path, pos: np.ndarray, num_perm: int) -> np.ndarray:
@@ -435,12 +463,12 @@ def make_signature_step(cfg: Any) -> MinHashSignatures:
     """The sign step for a ``MinHashConfig``."""
     bands, rows = cfg.lsh()
     return MinHashSignatures(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, bands=bands, rows=rows,
-                             buckets=cfg.buckets)
+                             buckets=cfg.buckets, keep_shingles=cfg.verify == "exact")
 
 
-def bucket_task(args: tuple[Path, int, list[int], float | None, int]) -> dict[str, Any]:
-    work_dir, bucket, task_ids, verify, num_perm = args
-    return bucket_task_fn(work_dir, bucket, task_ids, verify_threshold=verify, num_perm=num_perm)
+def bucket_task(args: tuple[Path, int, list[int], float | None, int, str]) -> dict[str, Any]:
+    work_dir, bucket, task_ids, threshold, num_perm, verify = args
+    return bucket_task_fn(work_dir, bucket, task_ids, verify_threshold=threshold, num_perm=num_perm, verify=verify)
 
 
 def cluster_task(args: tuple[Path, int, list[int], str]) -> dict[str, Any]:
@@ -465,7 +493,7 @@ def run_phases(ex: Any, cfg: Any, out_dir: Path, task_ids: list[int], final_stat
     t0 = time.perf_counter()
     if not cluster_marker(work).is_file():
         todo = [k for k in range(mh.buckets) if not bucket_marker(work, k).is_file()]
-        items = [(work, k, task_ids, mh.pair_threshold(), mh.num_perm) for k in todo]
+        items = [(work, k, task_ids, mh.pair_threshold(), mh.num_perm, mh.verify) for k in todo]
         for _ in ex.map(bucket_task, items, desc="minhash buckets"):
             pass
         seconds["minhash_buckets"] = time.perf_counter() - t0

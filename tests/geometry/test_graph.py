@@ -40,10 +40,22 @@ def test_graph_distance_bounds_the_geodesic_from_above() -> None:
     torch.testing.assert_close(r.energy, r.distance**2)
 
 
-def test_disconnected_pairs_are_not_converged() -> None:
-    pts = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0]], dtype=F64)
-    m = SteinMetric(score=IsotropicGaussian(mean=torch.zeros(2, dtype=F64)).score, lam=1.0)
+def test_separate_clusters_are_bridged_and_unreachable_is_not_converged() -> None:
+    pts = torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0], [5.1, 5.0], [0.2, 0.0]], dtype=F64)
+    m = SteinMetric(score=IsotropicGaussian(mean=torch.zeros(2, dtype=F64)).score, lam=0.0)
     g = KnnGraph.build(m, pts, k=1, n_points=4)
-    r = g.node_distances(np.array([0, 0]), np.array([1, 2]))
-    assert r.converged.tolist() == [True, False]
-    assert g.node_path(0, 3) == []
+    assert g.n_bridges == 1
+    r = g.node_distances(np.array([0, 0]), np.array([1, 3]))
+    assert r.converged.all()
+    # Bridge between the closest pair: (0.2, 0) -> (5, 5); lam = 0 gives Euclidean lengths.
+    want = 0.2 + float(np.hypot(4.8, 5.0)) + 0.1
+    assert abs(r.distance[1].item() - want) < 1e-9
+    assert g.node_path(0, 3) == [0, 1, 4, 2, 3]
+    # A graph with no edge between two nodes answers "not converged", never a number.
+    cut = KnnGraph(matrix=g.matrix.copy(), k=1, n_points=4)
+    cut.matrix[4, 2] = 0
+    cut.matrix[2, 4] = 0
+    cut.matrix.eliminate_zeros()
+    r = cut.node_distances(np.array([0]), np.array([3]))
+    assert r.converged.tolist() == [False]
+    assert cut.node_path(0, 3) == []

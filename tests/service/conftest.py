@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from realrun import DATA, session_run
-from svc_helpers import TOKEN, free_socket
+from svc_helpers import TOKEN, english_shard, free_socket
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -56,7 +56,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def doc_ids(real_run: Path) -> list[str]:
     """Ids of the stored English documents, in file order."""
-    t = pq.read_table(real_run / "en" / "part-00000.parquet", columns=["id"])
+    t = pq.read_table(english_shard(real_run), columns=["id"])
     return t.column("id").to_pylist()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 TOKEN = "test-token-1234"
 
@@ -13,3 +14,8 @@ def free_socket() -> socket.socket:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", 0))
     return s
+
+
+def english_shard(run: Path) -> Path:
+    """The first English shard (partition ``en`` or ``en_<bucket>`` once perplexity exists)."""
+    return sorted(run.glob("en*/part-*.parquet"))[0]

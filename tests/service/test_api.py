@@ -9,6 +9,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
+from svc_helpers import english_shard
 from geometry.api import GeometryIndex
 
 
@@ -43,12 +44,13 @@ def test_token_required(server, doc_ids, headers) -> None:
 
 
 def test_document_lookup(http, server, doc_ids) -> None:
-    table = pq.read_table(server.run / "en" / "part-00000.parquet").to_pylist()
+    shard = english_shard(server.run)
+    table = pq.read_table(shard).to_pylist()
     want = table[3]
     r = http.get(f"/v1/documents/{doc_ids[3]}")
     assert r.status_code == 200
     got = r.json()
-    assert got["partition"] == "en" and got["id"] == want["id"]
+    assert got["partition"] == shard.parent.name and got["id"] == want["id"]
     assert got["fields"]["url"] == want["url"] and got["fields"]["title"] == want["title"]
     assert "raw_content" not in got["fields"]
     full = http.get(f"/v1/documents/{doc_ids[3]}", params={"text": "true"}).json()

@@ -1,0 +1,239 @@
+"""Everything an audit reads from a run, loaded once: stats, document columns, cutoffs, geometry.
+
+Each part is optional: a run without perplexity, MinHash or geometry still gets a report,
+whose sections say "not computed in this run" with the command that would compute it.
+Only the columns the report needs are read (never ``raw_content``), so a large run's
+audit reads a small fraction of its bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ccpipe.errors import CcpipeError
+from ccpipe.stats import Stats
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("id", "url", "title", "language", "language_score", "length", "nlines", "original_length",
+           "perplexity", "bucket", "ref_score", "dup_cluster_id", "dup_cluster_size")
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AuditConfig:
+    """What the audit computes; the defaults suit runs up to a few million documents."""
+
+    top_atypical: int = 15
+    """Most atypical documents (largest score norm) listed."""
+    near_dup_cosine: float = 0.95
+    """Two documents whose embeddings' cosine reaches this are near-duplicates in embedding space."""
+    near_dup_neighbours: int = 10
+    """ANN neighbours examined per document for near-duplicate pairs."""
+    max_clusters_listed: int = 10
+    """Embedding-space clusters listed with sample titles."""
+    max_languages_plotted: int = 8
+    """Perplexity histograms for this many of the largest languages."""
+    geometry_sample: int = 200_000
+    """Documents whose score norm is computed at most (a seeded sample beyond that)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.near_dup_cosine <= 1:
+            raise ValueError("near_dup_cosine must lie in (0, 1]")
+        if min(self.top_atypical, self.near_dup_neighbours, self.max_clusters_listed, self.max_languages_plotted, self.geometry_sample) < 1:
+            raise ValueError("counts must be >= 1")
+
+
+@dataclass(slots=True, kw_only=True)
+class Geometry:
+    """Embedding-space figures of a run (absent parts are None)."""
+
+    score_norm: np.ndarray
+    """|s(x)| (tangential on the sphere) per sampled document."""
+    ids: list[str]
+    """Ids of the sampled documents, aligned with score_norm."""
+    lam: float
+    clusters: list[list[str]]
+    """Near-duplicate clusters in embedding space (size >= 2), largest first."""
+    pairs_checked: int
+    note: str = ""
+
+
+@dataclass(slots=True, kw_only=True)
+class RunData:
+    run: Path
+    stats: dict
+    """``Stats.to_dict()`` of the run."""
+    docs: pa.Table
+    """Kept documents: the available COLUMNS plus ``partition``."""
+    cutoffs: dict[str, list[float]] | None = None
+    cutoff_source: str | None = None
+    head_percentile: int = 30
+    middle_percentile: int = 60
+    geometry: Geometry | None = None
+    geometry_note: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def has(self, column: str) -> bool:
+        """The column exists and holds at least one real value."""
+        if column not in self.docs.column_names:
+            return False
+        col = self.docs.column(column)
+        if col.null_count == len(col):
+            return False
+        if column == "perplexity":
+            # The perplexity step writes -1 for documents it could not score (no model).
+            return bool(np.any(np.asarray(col.fill_null(-1).to_numpy(zero_copy_only=False), dtype=float) >= 0))
+        return True
+
+
+def load_stats(run: Path) -> dict:
+    path = run / "stats" / "run.json"
+    if path.is_file():
+        return Stats.load(path).to_dict()
+    shards = sorted((run / "stats" / "shards").glob("*.json"))
+    if not shards:
+        raise CcpipeError(f"{run} has no stats/run.json nor stats/shards/*.json: is it an output directory of `ccpipe run`?")
+    merged = Stats()
+    for p in shards:
+        merged.merge(Stats.load(p))
+    log.warning("%s: no stats/run.json (unfinished run?); merged %d shard stats", run, len(shards))
+    return merged.to_dict()
+
+
+def load_docs(run: Path) -> pa.Table:
+    parts = []
+    for path in sorted(run.glob("*/part-*.parquet")):
+        if path.parent.name.startswith(("_", ".")) or path.name.startswith("."):
+            continue
+        pf = pq.ParquetFile(path)
+        names = set(pf.schema_arrow.names)
+        cols = [c for c in COLUMNS if c in names]
+        t = pf.read(columns=cols)
+        t = t.append_column("partition", pa.array([path.parent.name] * t.num_rows, type=pa.string()))
+        parts.append(t)
+    if not parts:
+        return pa.table({"id": pa.array([], pa.string()), "partition": pa.array([], pa.string())})
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def _run_config(run: Path) -> dict:
+    p = run / "_work" / "run.json"
+    try:
+        return json.loads(p.read_text()).get("config", {}) or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def load_cutoffs(run: Path, cfg: dict) -> tuple[dict[str, list[float]] | None, str | None]:
+    """The percentile table the run bucketed with: the run's configured one, else the default."""
+    try:
+        from ccpipe.models import cutoff_path
+        from ccpipe.steps.perplexity import load_cutoffs as read_table
+    except ImportError:  # an older tree without the perplexity step
+        return None, None
+    pcfg = cfg.get("perplexity") or {}
+    candidates = [run / "cutoff.csv", run / "stats" / "cutoff.csv"]
+    if pcfg.get("cutoffs"):
+        candidates.append(Path(pcfg["cutoffs"]))
+    if pcfg.get("model_dir"):
+        candidates.append(Path(pcfg["model_dir"]) / "cutoff.csv")
+    candidates.append(cutoff_path())
+    for p in candidates:
+        if p.is_file():
+            try:
+                return read_table(p), str(p)
+            except CcpipeError as e:
+                log.warning("cutoff table %s unusable: %s", p, e)
+    return None, None
+
+
+def load_run(run: str | Path, config: AuditConfig | None = None, *, with_geometry: bool = True) -> RunData:
+    cfg = config or AuditConfig()
+    run = Path(run)
+    if not run.is_dir():
+        raise CcpipeError(f"run directory {run} does not exist")
+    data = RunData(run=run, stats=load_stats(run), docs=load_docs(run))
+    rcfg = _run_config(run)
+    pcfg = rcfg.get("perplexity") or {}
+    data.head_percentile = int(pcfg.get("head_percentile", 30))
+    data.middle_percentile = int(pcfg.get("middle_percentile", 60))
+    if data.has("perplexity"):
+        data.cutoffs, data.cutoff_source = load_cutoffs(run, rcfg)
+    if with_geometry:
+        data.geometry, data.geometry_note = load_geometry(run, data.docs, cfg)
+    return data
+
+
+def load_geometry(run: Path, docs: pa.Table, cfg: AuditConfig) -> tuple[Geometry | None, str]:
+    """Score norms and embedding-space near-duplicate clusters, when the run has been embedded."""
+    if not (run / "_geometry" / "embeddings" / "meta.json").is_file():
+        return None, f"run `ccpipe-geometry embed {run}` and `ccpipe-geometry train {run}` to compute it"
+    try:
+        import torch
+
+        from geometry.metric import SteinMetric, scale_free_lambda
+        from geometry.score_model import ScoreFunction
+        from geometry.store import EmbeddingStore
+        from geometry.train import load_score_model
+    except ImportError as e:
+        return None, f"the geometry extra is not installed ({e.name}): pip install 'ccpipe[geometry]'"
+    store = EmbeddingStore.open(run)
+    n = store.count
+    if n == 0:
+        return None, "the embedding store is empty"
+    vecs = store.vectors()  # N x d memory map
+    ids = store.ids()
+    clusters, checked = near_duplicate_clusters(run, vecs, ids, cfg)
+    ckpt = run / "_geometry" / "score" / "model.pt"
+    if not ckpt.is_file():
+        return Geometry(score_norm=np.zeros(0), ids=[], lam=math.nan, clusters=clusters, pairs_checked=checked,
+                        note=f"no score model: run `ccpipe-geometry train {run}`"), ""
+    net, _ = load_score_model(ckpt, device="cpu")
+    score = ScoreFunction(net)
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(n, size=cfg.geometry_sample, replace=False)) if n > cfg.geometry_sample else np.arange(n)
+    norms = np.empty(len(rows))
+    with torch.no_grad():
+        metric = SteinMetric(score=score, lam=0.0, sphere=True)
+        for lo in range(0, len(rows), 4096):
+            x = torch.from_numpy(np.ascontiguousarray(vecs[rows[lo : lo + 4096]])).double()  # B x d
+            norms[lo : lo + len(x)] = metric.field(x).norm(dim=-1).numpy()  # B
+        lam = scale_free_lambda(score, torch.from_numpy(np.ascontiguousarray(vecs[rows[:2048]])).double(), sphere=True)
+    return Geometry(score_norm=norms, ids=[str(ids[r]) for r in rows], lam=lam, clusters=clusters, pairs_checked=checked), ""
+
+
+def near_duplicate_clusters(run: Path, vecs: np.ndarray, ids: np.ndarray, cfg: AuditConfig) -> tuple[list[list[str]], int]:
+    """Connected components of the "cosine >= threshold" graph over ANN neighbour pairs."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(ids)
+    k = min(cfg.near_dup_neighbours + 1, n)
+    try:
+        from geometry.index import AnnIndex
+
+        cos, nb = AnnIndex.open(run).search(np.ascontiguousarray(vecs), k)
+    except Exception as e:  # noqa: BLE001 - no index: exact search is fine for small runs
+        if n > 50_000:
+            log.warning("no ANN index (%s) and %d documents: embedding-space clusters skipped", e, n)
+            return [], 0
+        sims = np.asarray(vecs, dtype=np.float32) @ np.asarray(vecs, dtype=np.float32).T  # N x N
+        nb = np.argsort(-sims, axis=1)[:, :k]
+        cos = np.take_along_axis(sims, nb, axis=1)
+    src = np.repeat(np.arange(n), nb.shape[1])
+    dst, c = nb.ravel(), cos.ravel()
+    keep = (dst >= 0) & (dst != src) & (c >= cfg.near_dup_cosine)
+    g = coo_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(n, n))
+    n_comp, label = connected_components(g, directed=False)
+    sizes = np.bincount(label, minlength=n_comp)
+    big = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] >= 2]
+    clusters = [[str(ids[i]) for i in np.flatnonzero(label == c)] for c in big]
+    return clusters, int(keep.size)

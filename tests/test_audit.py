@@ -1,0 +1,209 @@
+"""``ccpipe audit``: the report's figures against the run's own files, optional parts, CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ccpipe.audit import AuditConfig, build_report, load_run
+from ccpipe.audit.report import NOT_COMPUTED
+from ccpipe.cli import main as ccpipe_main
+from realrun import DATA, pipeline_run, session_run
+
+
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (DATA / "wet").is_dir():
+        pytest.skip(f"real data {DATA} is absent (tests expect ../shared/data beside the project)")
+    return session_run(tmp_path_factory, DATA)
+
+
+@pytest.fixture(scope="module")
+def other_run(tmp_path_factory: pytest.TempPathFactory, real_run: Path) -> Path:
+    """A second, smaller run (English excerpt only, no geometry) to compare with."""
+    return pipeline_run(tmp_path_factory.mktemp("other"), DATA, name="en_only", files=("CC-MAIN-2016-50-00009.excerpt-en.warc.wet.gz",))
+
+
+@pytest.fixture(scope="module")
+def report(real_run: Path, other_run: Path) -> str:
+    return build_report(real_run, compare=other_run)
+
+
+def text_of(html: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_report_is_self_contained(report: str) -> None:
+    imgs = re.findall(r'<img src="([^"]+)"', report)
+    assert len(imgs) >= 6 and all(u.startswith("data:image/png;base64,") for u in imgs)
+    assert "<script" not in report and not re.search(r'(src|href)="https?:', report)
+    assert report.startswith("<!DOCTYPE html>")
+
+
+def test_funnel_and_drop_reasons_match_the_run_stats(report: str, real_run: Path) -> None:
+    stats = json.loads((real_run / "stats" / "run.json").read_text())
+    t = text_of(report)
+    d = stats["documents"]
+    assert f"documents read {d['read']:,} 100%" in t
+    assert f"documents kept {d['kept']:,} {d['kept'] / d['read']:.1%}" in t
+    for name, st in stats["steps"].items():
+        assert f"{name} {st['docs_in']:,} {st['docs_out']:,}" in t
+    assert stats["dropped"], "the real excerpts do drop documents"
+    for reason, n in stats["dropped"].items():
+        assert f"{reason} {n:,} {n / d['read']:.1%}" in t
+    assert "read = kept + dropped + errored: holds" in t
+
+
+def test_language_mix_counts_kept_documents(report: str, real_run: Path) -> None:
+    langs = Counter()
+    for p in real_run.glob("*/part-*.parquet"):
+        if not p.parent.name.startswith("_"):
+            langs.update(pq.read_table(p, columns=["language"]).column("language").to_pylist())
+    t = text_of(report)
+    total = sum(langs.values())
+    for lang, n in langs.most_common(3):
+        assert re.search(rf"\b{lang} {n:,} {n / total:.1%}", t), lang
+
+
+def stripped_run(src: Path, dst: Path) -> Path:
+    """A run as the bare pipeline (dedup + LID) writes it: no perplexity, ref score or MinHash."""
+    base = ["id", "url", "title", "raw_content", "language", "language_score", "length", "nlines", "original_length"]
+    for p in src.glob("*/part-*.parquet"):
+        if p.parent.name.startswith("_"):
+            continue
+        t = pq.read_table(p)
+        out = dst / p.parent.name.split("_")[0] / p.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(t.select([c for c in base if c in t.column_names]), out.with_name(f"part-{p.parent.name}-{p.name}"))
+    stats = json.loads((src / "stats" / "run.json").read_text())
+    stats["steps"] = {k: v for k, v in stats["steps"].items() if k in ("line_dedup", "lang_id")}
+    (dst / "stats").mkdir(parents=True)
+    (dst / "stats" / "run.json").write_text(json.dumps(stats))
+    return dst
+
+
+def test_missing_steps_are_said_not_computed(real_run: Path, tmp_path: Path) -> None:
+    t = text_of(build_report(stripped_run(real_run, tmp_path / "bare")))
+    for what in ("perplexity", "is-reference score", "MinHash clusters", "embedding-space density"):
+        assert f"{what}: {NOT_COMPUTED}" in t
+
+
+def test_steps_present_in_the_real_run_are_plotted(report: str, real_run: Path) -> None:
+    names = set(pq.read_schema(next(real_run.glob("en*/part-*.parquet"))).names)
+    steps = json.loads((real_run / "stats" / "run.json").read_text())["steps"]
+    t = text_of(report)
+    if "perplexity" in names:
+        assert "perplexity histograms per language" in report and f"perplexity: {NOT_COMPUTED}" not in t
+    if "ref_score" in names:
+        assert "is-reference score distribution" in report
+    for name, st in steps.items():
+        if "minhash" in name:
+            for k, v in st["counters"].items():
+                assert f"{name}/{k} {v:,}" in t
+
+
+def test_atypical_documents_are_the_largest_score_norms(report: str, real_run: Path) -> None:
+    """Independent recomputation: tangential score norm of every stored vector."""
+    import torch
+
+    from geometry.api import GeometryIndex
+
+    gi = GeometryIndex.open(real_run)
+    with torch.no_grad():
+        norms = gi.metric.field(gi.store.tensor().double()).norm(dim=-1).numpy()
+    ids = gi.store.ids()
+    top = [str(ids[i]) for i in np.argsort(-norms)[:3]]
+    section = report[report.index("Most atypical documents"):]
+    rows = re.findall(r"<tr><td>(&lt;urn:uuid:[^<]+&gt;)</td>", section)
+    assert [r.replace("&lt;", "<").replace("&gt;", ">") for r in rows[:3]] == top
+    assert len(rows) >= AuditConfig().top_atypical
+
+
+def test_embedding_near_duplicate_clusters(real_run: Path) -> None:
+    data = load_run(real_run, AuditConfig(near_dup_cosine=0.9))
+    g = data.geometry
+    assert g is not None and g.pairs_checked > 0
+    from geometry.store import EmbeddingStore
+
+    store = EmbeddingStore.open(real_run)
+    vecs = np.asarray(store.vectors())
+    row = {d: i for i, d in enumerate(store.ids())}
+    for cluster in g.clusters:
+        assert len(cluster) >= 2 and len(set(cluster)) == len(cluster)
+        # every member has a partner in its cluster at or above the threshold
+        v = vecs[[row[i] for i in cluster]]
+        sims = v @ v.T
+        np.fill_diagonal(sims, -1)
+        assert (sims.max(axis=1) >= 0.9 - 1e-6).all()
+    # clusters are disjoint
+    members = [i for c in g.clusters for i in c]
+    assert len(members) == len(set(members))
+
+
+def test_comparison_section(report: str, real_run: Path, other_run: Path) -> None:
+    a = json.loads((real_run / "stats" / "run.json").read_text())["documents"]
+    b = json.loads((other_run / "stats" / "run.json").read_text())["documents"]
+    t = text_of(report)
+    assert "Comparison: run vs en_only" in t
+    assert f"documents read {a['read']:,} {b['read']:,} {b['read'] - a['read']:,}" in t
+    assert f"documents kept {a['kept']:,} {b['kept']:,} {b['kept'] - a['kept']:,}" in t
+
+
+def test_run_without_geometry(other_run: Path) -> None:
+    t = text_of(build_report(other_run))
+    assert f"embedding-space density: {NOT_COMPUTED}" in t and "ccpipe-geometry embed" in t
+    assert "Comparison" not in t
+
+
+def test_optional_columns_when_present(tmp_path: Path, real_run: Path) -> None:
+    """A run whose shards carry perplexity, bucket, ref_score and MinHash clusters, with a cutoff table."""
+    from ccpipe.steps.perplexity import save_cutoffs
+
+    run = tmp_path / "scored"
+    (run / "stats").mkdir(parents=True)
+    stats = json.loads((real_run / "stats" / "run.json").read_text())
+    stats["steps"] = {k: v for k, v in stats["steps"].items() if "minhash" not in k}  # the columns alone must suffice
+    (run / "stats" / "run.json").write_text(json.dumps(stats))
+    rng = np.random.default_rng(0)
+    src = pq.read_table(next(real_run.glob("en*/part-*.parquet")))
+    src = src.select([c for c in src.column_names if c not in ("perplexity", "bucket", "ref_score", "dup_cluster_id", "dup_cluster_size")])
+    n = src.num_rows
+    pp = rng.lognormal(6, 0.5, n)
+    cut = sorted(rng.lognormal(6, 0.5, 100).tolist())
+    bucket = ["head" if p < cut[30] else "middle" if p < cut[60] else "tail" for p in pp]
+    sizes = [3, 3, 3, 2, 2] + [1] * (n - 5)
+    cids = ["c1", "c1", "c1", "c2", "c2"] + [None] * (n - 5)
+    t = src.append_column("perplexity", pa.array(pp)).append_column("bucket", pa.array(bucket)) \
+        .append_column("ref_score", pa.array(rng.uniform(0, 1, n))).append_column("dup_cluster_id", pa.array(cids, pa.string())) \
+        .append_column("dup_cluster_size", pa.array(sizes, pa.int64()))
+    (run / "en_all").mkdir(parents=True)
+    pq.write_table(t, run / "en_all" / "part-00000.parquet")
+    save_cutoffs({"en": cut}, run / "cutoff.csv")
+    html = build_report(run)
+    txt = text_of(html)
+    assert f"perplexity: {NOT_COMPUTED}" not in txt and "perplexity histograms per language" in html
+    assert f"from {run / 'cutoff.csv'}" in txt
+    c = Counter(bucket)
+    assert f"en {c['head']} {c['middle']} {c['tail']}" in txt
+    assert f"is-reference score: {NOT_COMPUTED}" not in txt and "is-reference score distribution" in html
+    assert "kept documents from a cluster of size >= 2 5 clusters 2 largest cluster 3" in txt
+
+
+def test_cli_writes_the_report(real_run: Path, other_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "r" / "audit.html"
+    rc = ccpipe_main(["audit", str(other_run), "--compare", str(real_run), "-o", str(out), "--top", "5"])
+    assert rc == 0 and out.is_file() and str(out) in capsys.readouterr().out
+    assert "Comparison: en_only vs run" in text_of(out.read_text())
+    assert not list(out.parent.glob(".*tmp*"))  # written atomically
+    assert ccpipe_main(["audit", str(tmp_path / "nope"), "-o", str(tmp_path / "x.html")]) == 2
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    assert ccpipe_main(["audit", str(empty), "-o", str(tmp_path / "x.html")]) == 2
+    assert not (tmp_path / "x.html").exists()
