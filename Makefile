@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 .PHONY: help setup demo demo-wet test bench clean distclean
 
 help:
-	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,9p' Makefile | sed 's/^# \{0,1\}//'
 
 setup:
 	bash scripts/setup.sh

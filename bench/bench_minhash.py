@@ -34,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ccpipe import minhash_core as mc  # noqa: E402
+from ccpipe.config import load_config  # noqa: E402
 from ccpipe.io.wet import read_wet  # noqa: E402
 from ccpipe.stats import Stats  # noqa: E402
 from ccpipe.steps import minhash  # noqa: E402
@@ -60,21 +61,22 @@ def speed(texts: list[str], n: int) -> dict:
             "docs_per_s_cpu": round(len(sample) / cpu)}
 
 
-def shuffle(texts: list[str], ids: list[str], shards: int, work: Path, verify: float | None, bands: int, rows: int,
-            buckets: int) -> dict[str, tuple[int, int, bool]]:
+def sign(texts: list[str], ids: list[str], shards: int, work: Path, bands: int, rows: int, buckets: int) -> None:
+    """Phase 1 as the pipeline's sign step does it, over ``shards`` slices."""
     bounds = np.linspace(0, len(texts), shards + 1).astype(int)
     for t in range(shards):
         lo, hi = bounds[t], bounds[t + 1]
-        sig = mc.signatures(texts[lo:hi])
+        sh = [mc.shingle_hashes(x) for x in texts[lo:hi]]
+        sig = mc.signatures_of(sh)
         minhash.write_shard(minhash.shard_dir(work, t), sig, np.array([len(x) for x in texts[lo:hi]]),
-                            np.zeros(hi - lo, np.int32), ["all"], bands, rows, buckets, ids[lo:hi])
-    return cluster(work, shards, verify, buckets)
+                            np.zeros(hi - lo, np.int32), ["all"], bands, rows, buckets, ids[lo:hi],
+                            [np.unique(x) for x in sh])
 
 
-def cluster(work: Path, shards: int, verify: float | None, buckets: int) -> dict[str, tuple[int, int, bool]]:
+def cluster(work: Path, shards: int, verify: str, threshold: float | None, buckets: int) -> dict[str, tuple[int, int, bool]]:
     for k in range(buckets):
-        minhash.bucket_task_fn(work, k, list(range(shards)), verify_threshold=verify, num_perm=128)
-    minhash.cluster_task_fn(work, buckets, list(range(shards)), "first")
+        minhash.bucket_task_fn(work, k, list(range(shards)), verify_threshold=threshold, num_perm=128, verify=verify)
+    minhash.cluster_task_fn(work, buckets, list(range(shards)), "first")  # writes clusters/ under work
     return minhash.read_clusters(work)
 
 
@@ -129,21 +131,26 @@ def main() -> None:
     print(f"{len(texts)} documents, {len(truth)} planted pairs "
           f"({sum(t['jaccard_5gram'] >= 0.8 for t in truth)} with Jaccard >= 0.8)")
     print("signatures (one core):", json.dumps(speed(texts, args.speed_docs)))
-    bands, rows = mc.optimal_bands(0.8, 128)
-    print(f"LSH: {bands} bands x {rows} rows, {args.buckets} buckets, {args.shards} shards")
+    cfg = load_config(None).minhash  # the defaults: what `ccpipe run` does
     with tempfile.TemporaryDirectory() as tmp:
-        plain = Path(tmp) / "plain"
-        t0 = time.perf_counter()
-        c_plain = shuffle(texts, ids, args.shards, plain, None, bands, rows, args.buckets)
-        t_all = time.perf_counter() - t0
-        print(f"raw texts, no verification ({t_all:.1f}s for sign+shuffle+cluster):",
-              json.dumps(evaluate(c_plain, truth, text_of, None, args.sample, rng)))
-        verified = Path(tmp) / "verified"
-        for t in range(args.shards):  # same signatures, verified pairs
-            (verified / "minhash").mkdir(parents=True, exist_ok=True)
-            (verified / "minhash" / f"task-{t:05d}").symlink_to(minhash.shard_dir(plain, t))
-        c_ver = cluster(verified, args.shards, 0.8 - 2 * (0.8 * 0.2 / 128) ** 0.5, args.buckets)
-        print("raw texts, verified (est. J >= 0.729):", json.dumps(evaluate(c_ver, truth, text_of, None, args.sample, rng)))
+        for fnw in (0.5, cfg.false_negative_weight):
+            bands, rows = mc.optimal_bands(cfg.threshold, cfg.num_perm, 1 - fnw, fnw)
+            print(f"LSH {bands} bands x {rows} rows (false_negative_weight {fnw}), "
+                  f"{args.buckets} buckets, {args.shards} shards")
+            base = Path(tmp) / f"w{fnw}"
+            t0 = time.perf_counter()
+            sign(texts, ids, args.shards, base / "signed", bands, rows, args.buckets)
+            print(f"  sign: {time.perf_counter() - t0:.1f}s")
+            for verify, thr in (("none", None), ("estimate", 0.8 - 2 * (0.8 * 0.2 / 128) ** 0.5), ("exact", 0.8)):
+                work = base / verify
+                (work / "minhash").mkdir(parents=True)
+                for t in range(args.shards):  # the same signatures for every variant
+                    (work / "minhash" / f"task-{t:05d}").symlink_to(minhash.shard_dir(base / "signed", t))
+                t0 = time.perf_counter()
+                c = cluster(work, args.shards, verify, thr, args.buckets)
+                took = time.perf_counter() - t0
+                print(f"  verify={verify} (>= {thr}): buckets+cluster {took:.1f}s",
+                      json.dumps(evaluate(c, truth, text_of, None, args.sample, rng)))
     if args.run:
         work = args.run / "_work"
         present = set()

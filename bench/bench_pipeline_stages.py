@@ -8,7 +8,7 @@ is docs/s per core whatever else runs on the machine. Documents reach the
 stages *before* line dedup here (more lines than in a real run: a conservative
 figure). The whole pipeline is then run with the default config (models from
 ``$CCPIPE_HOME``) and reported both per wall-second x worker and per CPU-second
-of the workers. Needs the default models (``ccpipe models build-defaults``).
+of the workers (sampled with psutil). Needs the default models (``ccpipe models build-defaults``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,45 @@ def cpu_seconds(children: bool = False) -> float:
     return r.ru_utime + r.ru_stime
 
 
+class TreeCpu:
+    """CPU seconds of this process and all its descendants (the executor's workers
+    are forkserver grandchildren, which RUSAGE_CHILDREN does not see), sampled
+    every ``interval`` seconds with psutil; a worker's last interval may be missed."""
+
+    def __init__(self, interval: float = 0.25) -> None:
+        import threading
+
+        import psutil
+
+        self._psutil = psutil
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
+
+    def _sample(self) -> None:
+        for proc in self._psutil.Process().children(recursive=True):
+            try:
+                t = proc.cpu_times()
+                self._seen[proc.pid] = max(self._seen.get(proc.pid, 0.0), t.user + t.system)
+            except self._psutil.Error:
+                pass
+
+    def _loop(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._sample()
+
+    def __enter__(self) -> "TreeCpu":
+        self._self0 = cpu_seconds()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        self.seconds = sum(self._seen.values()) + cpu_seconds() - self._self0
+
+
 def timed(fn, docs) -> tuple[float, float]:
     c0, w0 = cpu_seconds(), time.perf_counter()
     fn(docs)
@@ -40,6 +79,7 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=0, help="use the first N documents (0 = all)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-pipeline", action="store_true")
+    ap.add_argument("--skip-stages", action="store_true")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -71,7 +111,7 @@ def main() -> int:
     if perp is None:
         sys.exit("no perplexity models: run `ccpipe models build-defaults` first")
     stages = [("lang_id", lid), ("perplexity", perp), ("ref_classifier", ref), ("quality", quality)]
-    for name, step in stages:
+    for name, step in [] if args.skip_stages else stages:
         step.check() if hasattr(step, "check") else None
         step.prepare(ctx)
         if name == "perplexity":  # load every language's models before timing
@@ -91,16 +131,20 @@ def main() -> int:
             for label, extra in (("pipeline", {}), ("pipeline+quality", {"quality.enabled": True})):
                 o = {"input.paths": [args.wet], "output.dir": f"{out}/{label}", "executor.workers": args.workers,
                      "executor.progress": False, **extra}
-                c0, w0 = cpu_seconds(True) + cpu_seconds(), time.perf_counter()
-                stats = run_pipeline(load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml", o))
+                w0 = time.perf_counter()
+                with TreeCpu() as tree:
+                    stats = run_pipeline(load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml", o))
                 wall = time.perf_counter() - w0
-                cpu = cpu_seconds(True) + cpu_seconds() - c0
+                cpu = tree.seconds
                 read = stats.docs_read
                 results[label] = {
                     "docs_read": read, "docs_kept": stats.docs_kept, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                     "docs_per_s_per_core_wall": round(read / (wall * args.workers), 1),
                     "docs_per_s_per_cpu_s": round(read / cpu, 1),
                     "step_seconds": {k: round(v["seconds"], 1) for k, v in stats.to_dict()["steps"].items()},
+                    # inside the run (after line dedup): documents in / seconds spent in the step
+                    "step_docs_per_s": {k: round(v["docs_in"] / v["seconds"], 1)
+                                        for k, v in stats.to_dict()["steps"].items() if v["seconds"] > 0},
                 }
                 print(f"{label:<16} {read / (wall * args.workers):9.1f} docs/s per core (wall x {args.workers} workers), "
                       f"{read / cpu:.1f} docs per CPU-second; kept {stats.docs_kept}/{read}", flush=True)

@@ -174,7 +174,7 @@ class GeometryIndex:
         a = [p[0] for p in pairs]
         b = [p[1] for p in pairs]
         if mode == "graph":
-            res = self.graph().node_distances(self.store.rows_of(a), self.store.rows_of(b))
+            res = self._graph_nodes(self.store.rows_of(a), self.store.rows_of(b))
         else:
             res = self.distance_vectors(self.vectors(a), self.vectors(b), mode)
         return [
@@ -201,7 +201,7 @@ class GeometryIndex:
         cand_rows = torch.tensor([r for r, _ in keep])
         y = self._vectors[cand_rows].double()  # C x d
         if mode == "graph":
-            res = self.graph().node_distances(np.full(len(keep), me), cand_rows.numpy())
+            res = self._graph_nodes(np.full(len(keep), me), cand_rows.numpy())
         else:
             res = self.distance_vectors(q.expand_as(y), y, mode)
         order = sorted(range(len(keep)), key=lambda i: (not bool(res.converged[i]), float(res.distance[i])))
@@ -224,6 +224,16 @@ class GeometryIndex:
         return DocPath(id_a, id_b, float(res.distance[0]), bool(res.converged[0]), float(res.energy[0]), pts, nearest)
 
     # -- graph ---------------------------------------------------------------------------
+    def _graph_nodes(self, src: np.ndarray, dst: np.ndarray) -> DistanceResult:
+        """Graph distances between stored documents, the direct arc counting as an edge
+        (see :func:`geometry.graph.graph_distance` for why)."""
+        res = self.graph().node_distances(src, dst)
+        x = self._vectors[torch.from_numpy(np.asarray(src))].double()  # B x d
+        y = self._vectors[torch.from_numpy(np.asarray(dst))].double()  # B x d
+        direct = upper_bound(self.metric, x, y, n_points=self.config.upper_points)
+        d = torch.fmin(res.distance.to(direct.distance), direct.distance)  # B
+        return DistanceResult(distance=d, converged=torch.isfinite(d), energy=d * d, mode="graph")
+
     def graph(self) -> KnnGraph:
         """kNN graph over all stored documents; built once and cached under _geometry/."""
         if self._graph is not None:

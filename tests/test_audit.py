@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from html import unescape
 import re
 from collections import Counter
 from pathlib import Path
@@ -37,7 +38,7 @@ def report(real_run: Path, other_run: Path) -> str:
 
 
 def text_of(html: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
 
 
 def test_report_is_self_contained(report: str) -> None:
