@@ -143,7 +143,7 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
     if bands * rows > sigs.shape[1]:
         raise ValueError(f"{bands} bands x {rows} rows need {bands * rows} hash values, signatures have {sigs.shape[1]}")
     v = sigs[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)  # N x bands x rows
-    h = np.zeros((n, bands), np.uint64)
+    h = np.broadcast_to((np.arange(bands, dtype=np.uint64) + np.uint64(1)) * _M64, (n, bands)).copy()
     with np.errstate(over="ignore"):
         for k in range(rows):
             h = (h ^ v[:, :, k]) * _M64

@@ -61,10 +61,10 @@ class GeodesicConfig:
     n_points: int = 32
     """Points on the curve, endpoints included (n_points - 1 segments)."""
     max_iters: int = 200
-    """L-BFGS iterations at most."""
+    """L-BFGS iterations at most, over all restarts."""
     grad_tol: float = 1e-5
-    """Converged when every |dE/dc| <= grad_tol, with E normalised by the initial curve's
-    energy and c the dimensionless Sobolev coordinates; the length error is second order in it."""
+    """Converged when every |dE/dc| <= grad_tol, with E normalised by the squared chord and c
+    the dimensionless Sobolev coordinates; the length error is second order in it."""
     n_starts: int = 1
     """Independent starts per pair; the lowest final energy wins."""
     perturb: float = 1e-2

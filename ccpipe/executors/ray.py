@@ -82,7 +82,7 @@ class RayExecutor(Executor):
                     except Exception as e:  # noqa: BLE001 - Ray retried it already
                         cause = getattr(e, "cause", None) or e
                         raise TaskFailed(
-                            f"{describe(item)} failed after {self.cfg.max_retries} retries; last error: {cause!r}"
+                            f"{describe(item)} failed (Ray retries up to {self.cfg.max_retries}); last error: {cause!r}"
                         ) from e
                     progress.update(w, result)
                     yield item, result

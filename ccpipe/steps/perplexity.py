@@ -216,9 +216,10 @@ class Perplexity(Step):
         self.middle_percentile = middle_percentile
         self._scorers: dict[str, LMScorer | None] = {}
         self._cutoffs: dict[str, list[float]] | None = None
+        self._langs: set[str] = set()
 
     def __getstate__(self):  # pickles as its config; models load in the worker
-        return {**self.__dict__, "_scorers": {}, "_cutoffs": None}
+        return {**self.__dict__, "_scorers": {}, "_cutoffs": None, "_langs": set()}
 
     def __setstate__(self, state):
         self.__dict__.update(state)

@@ -35,10 +35,17 @@ class BatchConfig:
     """How long the first request of a batch waits for company when the backend is idle."""
     max_items: int = 64
     """Requests per batched call at most; 1 disables batching."""
+    max_weight: int | None = None
+    """Total weight per call at most (e.g. pairs for the score model: a neighbour request
+    weighs its candidate count); a heavier single request still goes, alone. On a CPU the
+    cost per pair rises again past a few hundred pairs (the B x P x d intermediates leave
+    the caches), so unbounded batches would only add latency."""
 
     def __post_init__(self) -> None:
         if self.window_ms < 0 or self.max_items < 1:
             raise ValueError("window_ms >= 0 and max_items >= 1 required")
+        if self.max_weight is not None and self.max_weight < 1:
+            raise ValueError("max_weight must be >= 1 when given")
 
 
 @dataclass(slots=True)
@@ -74,8 +81,11 @@ class MicroBatcher(Generic[T, R]):
     items first so one bad request cannot fail its neighbours.
     """
 
-    def __init__(self, fn: Callable[[Sequence[T]], Sequence[R]], executor: Executor, config: BatchConfig, *, name: str) -> None:
+    def __init__(self, fn: Callable[[Sequence[T]], Sequence[R]], executor: Executor, config: BatchConfig, *, name: str,
+                 weight: Callable[[T], int] | None = None) -> None:
         self.fn = fn
+        self.weight = weight or (lambda _: 1)
+        self._held: tuple[T, asyncio.Future[R]] | None = None  # did not fit the last batch; opens the next
         self.executor = executor
         self.config = config
         self.name = name
@@ -107,22 +117,31 @@ class MicroBatcher(Generic[T, R]):
 
     async def _gather(self) -> list[tuple[T, asyncio.Future[R]]]:
         assert self._queue is not None
-        batch = [await self._queue.get()]
+        first, self._held = (self._held, None) if self._held is not None else (await self._queue.get(), None)
+        batch = [first]
+        cap = self.config.max_weight
+        total = self.weight(first[0])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.window_ms / 1000.0
-        while len(batch) < self.config.max_items:
+        while len(batch) < self.config.max_items and (cap is None or total < cap):
             # Whatever queued while the previous batch ran joins at once ...
             if not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-                continue
-            # ... and an idle backend waits up to the window for more.
-            left = deadline - loop.time()
-            if left <= 0:
+                nxt = self._queue.get_nowait()
+            else:
+                # ... and an idle backend waits up to the window for more.
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(self._queue.get(), left)
+                except TimeoutError:
+                    break
+            w = self.weight(nxt[0])
+            if cap is not None and total + w > cap:
+                self._held = nxt
                 break
-            try:
-                batch.append(await asyncio.wait_for(self._queue.get(), left))
-            except TimeoutError:
-                break
+            batch.append(nxt)
+            total += w
         return batch
 
     async def _loop(self) -> None:

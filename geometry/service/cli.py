@@ -19,6 +19,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-batch", type=int, default=None)
     s.add_argument("--batch-window-ms", type=float, default=None, help="micro-batching window of score-model calls (default 2)")
     s.add_argument("--batch-max", type=int, default=None, help="requests per batched score-model call at most (1 = no batching; default 64)")
+    s.add_argument("--batch-max-pairs", type=int, default=None, help="pairs per batched score-model call at most (default 256)")
     s.add_argument("--c", type=float, default=None, help="lambda = c / median |s|^2 (default 1)")
     s.add_argument("--candidates", type=int, default=None, help="default ANN candidates re-ranked per neighbour query (default 50)")
     s.add_argument("--device", default=None)
@@ -36,17 +37,18 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from geometry.api import QueryConfig
-    from geometry.service.batching import BatchConfig
     from geometry.service.config import ServiceConfig
     from geometry.service.server import serve
 
     token = os.environ.get(args.token_env) or None
     limits = {k: v for k, v in {"max_text_chars": args.max_text_chars, "max_k": args.max_k, "max_batch": args.max_batch}.items() if v is not None}
-    batch = BatchConfig()
+    batch = ServiceConfig().distance_batch
     if args.batch_window_ms is not None:
         batch = replace(batch, window_ms=args.batch_window_ms)
     if args.batch_max is not None:
         batch = replace(batch, max_items=args.batch_max)
+    if args.batch_max_pairs is not None:
+        batch = replace(batch, max_weight=args.batch_max_pairs)
     try:
         cfg = ServiceConfig(host=args.host, port=args.port, token=token, distance_batch=batch, **limits)
         query = QueryConfig(**{k: v for k, v in {"c": args.c, "candidates": args.candidates}.items() if v is not None})

@@ -28,7 +28,7 @@ class ServiceConfig:
     """Most points on a path."""
     max_body_bytes: int = 4_000_000
     """Request bodies above this are refused (413) before they are parsed."""
-    distance_batch: BatchConfig = BatchConfig()
+    distance_batch: BatchConfig = BatchConfig(window_ms=2.0, max_items=64, max_weight=256)
     """Micro-batching of score-model calls (distances, neighbour re-ranking)."""
     embed_batch: BatchConfig = BatchConfig(window_ms=2.0, max_items=64)
     """Micro-batching of sentence-transformer calls (texts)."""

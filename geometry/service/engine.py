@@ -70,7 +70,8 @@ class QueryEngine:
         self.config = config
         # One thread drives every model; see the module docstring.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-        self.score_batcher: MicroBatcher[PairBlock, PairResult] = MicroBatcher(self._score_batch, self.executor, config.distance_batch, name="score")
+        self.score_batcher: MicroBatcher[PairBlock, PairResult] = MicroBatcher(self._score_batch, self.executor, config.distance_batch, name="score",
+                                                                                 weight=lambda b: int(b.x.shape[0]))
         self.embed_batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(self._embed_batch, self.executor, config.embed_batch, name="embed")
         self._shard_of: dict[str, str] | None = None
 

@@ -113,6 +113,7 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
             score_model={k: meta[k] for k in ("step", "val_loss", "epoch") if k in meta and _json_num(meta[k])},
             limits=config.limits(),
             batching={"score_window_ms": config.distance_batch.window_ms, "score_max_items": config.distance_batch.max_items,
+                      "score_max_pairs": config.distance_batch.max_weight or 0,
                       "embed_window_ms": config.embed_batch.window_ms, "embed_max_items": config.embed_batch.max_items},
         )
 

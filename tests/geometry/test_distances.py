@@ -191,3 +191,14 @@ def test_rejects_bad_config() -> None:
         SteinMetric(score=gauss(1).score, lam=-1.0)
     with pytest.raises(ValueError):
         GeodesicConfig(n_points=2)
+
+
+def test_degenerate_pairs() -> None:
+    m = SteinMetric(score=gauss(3).score, lam=1.0, sphere=True)
+    x = t([1.0, 0.0, 0.0])
+    same = geodesic(m, x, x.clone())
+    assert same.converged.all() and same.distance.item() == 0.0
+    # Antipodal points have no unique great circle: flagged, never a number passed off as good.
+    anti = upper_bound(m, x, -x)
+    assert not anti.converged.any()
+    assert not geodesic(m, x, -x).converged.any()

@@ -68,7 +68,7 @@ def server(real_run: Path) -> Iterator[LiveServer]:
     from geometry.service.server import open_app
 
     cfg = ServiceConfig(token=TOKEN, max_text_chars=5000, max_k=50, max_batch=16, max_path_points=20, max_body_bytes=200_000,
-                        distance_batch=BatchConfig(window_ms=20.0, max_items=64))
+                        distance_batch=BatchConfig(window_ms=20.0, max_items=64, max_weight=256))
     app = open_app(real_run, cfg)
     sock = free_socket()
     port = sock.getsockname()[1]

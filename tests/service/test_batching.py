@@ -45,6 +45,26 @@ def test_max_items_caps_a_batch_and_one_disables_batching() -> None:
     assert calls == [[0], [1], [2], [3], [4]] and b.stats.to_dict()["mean_batch"] == 1.0
 
 
+def test_max_weight_caps_the_pairs_per_call() -> None:
+    """Weights 1..6 with a cap of 6: an item that does not fit opens the next batch, in order."""
+    calls: list[list[int]] = []
+
+    def backend(xs):
+        calls.append(list(xs))
+        return list(xs)
+
+    async def main():
+        with ThreadPoolExecutor(1) as ex:
+            b = MicroBatcher(backend, ex, BatchConfig(window_ms=200, max_items=64, max_weight=6), name="t", weight=lambda x: x)
+            b.start()
+            out = await asyncio.gather(*(b.submit(i) for i in (1, 2, 3, 4, 9, 1)))
+            await b.stop()
+            return out
+
+    assert asyncio.run(main()) == [1, 2, 3, 4, 9, 1]
+    assert calls == [[1, 2, 3], [4], [9], [1]]
+
+
 def test_a_failing_batch_fails_its_requests_only() -> None:
     def backend(xs):
         if 3 in xs:

@@ -1,0 +1,247 @@
+"""Query-service benchmark on loopback: latency, sustained throughput, micro-batching gain.
+
+    .venv/bin/python bench/bench_service.py RUN_DIR [--seconds 4] [--concurrency 1,4,16,50]
+    .venv/bin/python bench/bench_service.py --make-run /tmp/bench_run     # builds a small run first
+
+RUN_DIR must be embedded and trained (``ccpipe-geometry embed`` + ``train``) and hold more
+than 100 documents (neighbours re-rank 100 candidates). The server runs as a separate
+process (``ccpipe-geometry serve``, exactly as deployed) so the load generator does not
+share its interpreter; both stay on 127.0.0.1 and every loop is bounded in time and count.
+
+Figures (printed as a table and as JSON on the last line):
+  1. latency, one client: distance (mode upper) and neighbours (k=10 of 100 candidates),
+     p50/p99 against the targets 50 ms and 300 ms;
+  2. sustained requests/s and p50/p99 at each concurrency, with micro-batching on
+     (2 ms window, up to 64 requests and 256 pairs per call) and off (one score-model call
+     per request), and the mean batch size the server reports at each level;
+  3. the backend alone (no HTTP): pairs/s of one batched score-model call against one
+     call per pair.
+Timings on a shared machine are noisy: compare the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger("bench_service")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_run(out: Path) -> Path:
+    data = ROOT.parent / "shared" / "data" / "wet"
+    files = [data / "CC-MAIN-2017-30-00008.excerpt.warc.wet.gz", data / "CC-MAIN-2016-50-00009.excerpt-en.warc.wet.gz"]
+    py = sys.executable
+    subprocess.run([py, "-m", "ccpipe.cli", "run", *map(str, files), "-o", str(out), "--no-progress"], check=True)
+    subprocess.run([py, "-m", "geometry.cli", "embed", str(out), "--no-progress"], check=True)
+    subprocess.run([py, "-m", "geometry.cli", "train", str(out), "--epochs", "5", "--hidden", "128", "--blocks", "2"], check=True)
+    return out
+
+
+class Server:
+    """``ccpipe-geometry serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, run: Path, *, batch_max: int, window_ms: float) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "geometry.cli", "serve", str(run), "--port", str(self.port),
+               "--batch-max", str(batch_max), "--batch-window-ms", str(window_ms), "--token-env", "BENCH_NO_TOKEN",
+               "--max-k", "100"]
+        env = {k: v for k, v in os.environ.items() if k != "BENCH_NO_TOKEN"}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> "Server":
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{self.url}/v1/health", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("server did not start")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return float("nan")
+    if len(xs) == 1:
+        return xs[0]
+    return statistics.quantiles(xs, n=100, method="inclusive")[int(q) - 1] if q < 100 else max(xs)
+
+
+def body(kind: str, ids: list[str], rng: random.Random) -> tuple[str, dict]:
+    if kind == "distance":
+        a, b = rng.sample(ids, 2)
+        return "/v1/distance", {"a": {"id": a}, "b": {"id": b}, "mode": "upper"}
+    return "/v1/neighbours", {"query": {"id": rng.choice(ids)}, "k": 10, "candidates": 100, "mode": "upper"}
+
+
+async def load(url: str, kind: str, ids: list[str], *, clients: int, seconds: float, max_requests: int) -> dict:
+    """``clients`` closed-loop clients for ``seconds`` (and at most ``max_requests`` in all)."""
+    lat: list[float] = []
+    errors = 0
+    sent = 0
+    stop = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as c:
+        before = (await c.get("/v1/stats")).json()["score"]
+
+        async def one(i: int) -> None:
+            nonlocal errors, sent
+            rng = random.Random(i)
+            while time.perf_counter() < stop and sent < max_requests:
+                sent += 1
+                path, js = body(kind, ids, rng)
+                t0 = time.perf_counter()
+                r = await c.post(path, json=js)
+                lat.append(time.perf_counter() - t0)
+                if r.status_code != 200 or not r.json().get("converged", False):
+                    errors += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(clients)))
+        wall = time.perf_counter() - t0
+        after = (await c.get("/v1/stats")).json()["score"]
+    calls, items = after["calls"] - before["calls"], after["items"] - before["items"]
+    return {
+        "kind": kind, "clients": clients, "requests": len(lat), "errors": errors, "seconds": round(wall, 2),
+        "rps": round(len(lat) / wall, 1), "p50_ms": round(pct(lat, 50) * 1000, 1), "p99_ms": round(pct(lat, 99) * 1000, 1),
+        "score_calls": calls, "mean_batch": round(items / calls, 2) if calls else 0.0,
+    }
+
+
+def run_all(run: Path, levels: list[int], seconds: float) -> dict:
+    import pyarrow.parquet as pq
+
+    ids_path = run / "_geometry" / "embeddings"
+    ids = [i for p in sorted(ids_path.glob("ids-*.parquet")) for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()]
+    if len(ids) < 101:
+        raise SystemExit(f"{run} holds {len(ids)} embedded documents; the neighbour benchmark needs more than 100")
+    out: dict = {"run": str(run), "documents": len(ids), "cpu_count": os.cpu_count(), "latency": {}, "load": []}
+    for mode, batch_max in (("batched", 64), ("unbatched", 1)):
+        log.info("starting server (%s)", mode)
+        with Server(run, batch_max=batch_max, window_ms=2.0) as srv:
+            # warm-up: first calls pay for lazy imports and allocator growth
+            asyncio.run(load(srv.url, "distance", ids, clients=2, seconds=1.0, max_requests=40))
+            asyncio.run(load(srv.url, "neighbours", ids, clients=2, seconds=1.0, max_requests=20))
+            if mode == "batched":
+                for kind in ("distance", "neighbours"):
+                    out["latency"][kind] = asyncio.run(load(srv.url, kind, ids, clients=1, seconds=seconds, max_requests=400))
+            for kind in ("distance", "neighbours"):
+                for c in levels:
+                    r = asyncio.run(load(srv.url, kind, ids, clients=c, seconds=seconds, max_requests=20_000))
+                    r["batching"] = mode
+                    out["load"].append(r)
+                    log.info("%s", r)
+    return out
+
+
+def backend_scaling(run: Path, sizes: tuple[int, ...] = (1, 8, 32, 64, 256), budget_s: float = 1.5) -> list[dict]:
+    """What a batched call buys inside the model thread, without HTTP: pairs/s of one
+    ``distance_vectors(mode='upper')`` call on B pairs, against B calls of one pair."""
+    import torch
+
+    from geometry.api import GeometryIndex
+
+    gi = GeometryIndex.open(run)
+    v = gi.store.tensor()
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for b in sizes:
+        rows = torch.randint(0, v.shape[0], (2, b), generator=g)
+        x, y = v[rows[0]].double(), v[rows[1]].double()  # B x d each
+        gi.distance_vectors(x, y, "upper")  # warm-up
+        n, t0 = 0, time.perf_counter()
+        while (time.perf_counter() - t0 < budget_s or n < 2) and n < 1000:
+            gi.distance_vectors(x, y, "upper")
+            n += 1
+        per_call = (time.perf_counter() - t0) / n
+        out.append({"pairs_per_call": b, "ms_per_call": round(per_call * 1000, 2), "pairs_per_s": round(b / per_call, 1)})
+    base = out[0]["pairs_per_s"]
+    for r in out:
+        r["gain_vs_one_pair_calls"] = round(r["pairs_per_s"] / base, 2)
+    return out
+
+
+def report(res: dict) -> str:
+    lines = [f"run {res['run']}: {res['documents']} documents, {res['cpu_count']} CPUs (shared: compare ratios)", ""]
+    lat = res["latency"]
+    d, n = lat["distance"], lat["neighbours"]
+    lines.append("latency, one client          p50 ms   p99 ms   target p99   req/s")
+    lines.append(f"distance (upper)           {d['p50_ms']:8.1f} {d['p99_ms']:8.1f}       50 ms  {d['rps']:6.1f}  {'OK' if d['p99_ms'] <= 50 else 'MISSED'}")
+    lines.append(f"neighbours k=10 of 100     {n['p50_ms']:8.1f} {n['p99_ms']:8.1f}      300 ms  {n['rps']:6.1f}  {'OK' if n['p99_ms'] <= 300 else 'MISSED'}")
+    lines.append("")
+    lines.append("kind        clients | batched: req/s  p50   p99  mean batch | unbatched: req/s  p50   p99 | gain")
+    by = {(r["kind"], r["clients"], r["batching"]): r for r in res["load"]}
+    for kind in ("distance", "neighbours"):
+        for c in sorted({r["clients"] for r in res["load"]}):
+            b, u = by.get((kind, c, "batched")), by.get((kind, c, "unbatched"))
+            if not b or not u:
+                continue
+            lines.append(f"{kind:<11} {c:>7} | {b['rps']:13.1f} {b['p50_ms']:5.0f} {b['p99_ms']:5.0f} {b['mean_batch']:11.2f} | "
+                         f"{u['rps']:16.1f} {u['p50_ms']:5.0f} {u['p99_ms']:5.0f} | {b['rps'] / u['rps']:.2f}x")
+    if res.get("backend"):
+        lines.append("\nbackend only (no HTTP): distance_vectors(mode='upper') on B pairs in one call")
+        lines.append("pairs/call   ms/call    pairs/s   gain vs one pair per call")
+        for r in res["backend"]:
+            lines.append(f"{r['pairs_per_call']:>10} {r['ms_per_call']:9.1f} {r['pairs_per_s']:10.1f}   {r['gain_vs_one_pair_calls']:.2f}x")
+    errs = sum(r["errors"] for r in res["load"]) + d["errors"] + n["errors"]
+    lines.append(f"\nerrors: {errs}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run_dir", nargs="?")
+    p.add_argument("--make-run", metavar="DIR", help="build a small embedded + trained run in DIR first")
+    p.add_argument("--seconds", type=float, default=4.0, help="duration of each load level (bounded)")
+    p.add_argument("--concurrency", default="1,4,16,50")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.make_run:
+        run = Path(args.make_run)
+        if not (run / "_geometry" / "score" / "model.pt").exists():
+            make_run(run)
+    elif args.run_dir:
+        run = Path(args.run_dir)
+    else:
+        p.error("give RUN_DIR or --make-run DIR")
+    levels = [int(x) for x in args.concurrency.split(",")]
+    res = run_all(run, levels, args.seconds)
+    res["backend"] = backend_scaling(run)
+    print(report(res))
+    print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The audit report in headless Chromium: no console errors, and a screenshot shows plots.
+
+Console messages are read from Chromium's own log (``--enable-logging=stderr`` prints every
+page console message as an ``INFO:CONSOLE`` line); the report carries no scripts, so any
+console message at all is a failure. A deliberately broken page checks that the detection
+works on this Chromium build, so a silent logger cannot make the test pass.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ccpipe.audit import write_report
+from realrun import DATA, session_run
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+
+
+def headless(page: Path, shot: Path, tmp: Path, *, height: int = 2600) -> list[str]:
+    """Load ``page``, write a screenshot, return the console messages it produced."""
+    profile = tmp / f"profile-{shot.stem}"
+    cmd = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0", "--hide-scrollbars",
+        f"--window-size=1200,{height}", f"--screenshot={shot}", page.as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), f"chromium wrote no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    return [line for line in proc.stderr.splitlines() if re.search(r":CONSOLE[:(]", line)]
+
+
+def test_console_detection_works(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><p>x</p><script>notDefinedAnywhere();</script></body></html>")
+    msgs = headless(bad, tmp_path / "bad.png", tmp_path, height=300)
+    assert any("notDefinedAnywhere" in m for m in msgs), msgs
+
+
+@pytest.fixture(scope="module")
+def report_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (DATA / "wet").is_dir():
+        pytest.skip(f"real data {DATA} is absent")
+    run = session_run(tmp_path_factory, DATA)
+    return write_report(run, tmp_path_factory.mktemp("audit") / "report.html")
+
+
+def test_report_loads_without_console_errors_and_shows_plots(report_file: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    shot = tmp_path / "report.png"
+    msgs = headless(report_file, shot, tmp_path)
+    assert msgs == []
+    im = Image.open(shot).convert("RGB")
+    assert im.size == (1200, 2600)
+    small = im.resize((120, 260))
+    colours = small.getcolors(maxcolors=120 * 260) or []
+    non_white = sum(n for n, c in colours if sum(c) < 3 * 240)
+    assert non_white > 0.08 * 120 * 260, "screenshot is (nearly) blank"
+    # The plots' blue and orange bars are on the page, not only black text.
+    px = list(im.getdata())
+    blue = sum(1 for r, g, b in px[::7] if b > 140 and r < 90 and 90 < g < 140)
+    orange = sum(1 for r, g, b in px[::7] if r > 190 and 100 < g < 160 and b < 80)
+    assert blue > 500 and orange > 500, (blue, orange)
+    shutil.copy(shot, report_file.with_suffix(".png"))  # kept beside the report for a look
