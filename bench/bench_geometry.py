@@ -74,8 +74,9 @@ def bench_training(data: torch.Tensor, epochs: int) -> tuple[object, dict]:
 
 def bench_distances(net, data: np.ndarray, quick: bool) -> dict:
     score = ScoreFunction(net)
-    pts = torch.from_numpy(data[:4096]).double()
-    lam = scale_free_lambda(score, pts[:2048], c=1.0, sphere=True)
+    # float32 like the document API (GeometryIndex): embeddings and model are float32.
+    pts = torch.from_numpy(data[:4096]).float()
+    lam = scale_free_lambda(score, pts[:2048].double(), c=1.0, sphere=True)
     m = SteinMetric(score=score, lam=lam, sphere=True)
     g = torch.Generator().manual_seed(1)
     n_up = 512 if quick else 2048
@@ -104,7 +105,7 @@ def bench_distances(net, data: np.ndarray, quick: bool) -> dict:
     with Timer() as t:
         graph.node_distances(ia[:n_gr].numpy() % len(pts), ib[:n_gr].numpy() % len(pts))
     out["graph_node_pairs"] = rate(n_gr, t)
-    q = torch.from_numpy(data[4096 : 4096 + 64]).double()
+    q = torch.from_numpy(data[4096 : 4096 + 64]).float()
     with Timer() as t:
         gd = graph_distance(m, graph, pts, q[:32], q[32:64])
     out["graph_new_points_pairs"] = rate(32, t)
@@ -117,7 +118,7 @@ def bench_model_sizes(data: np.ndarray) -> dict:
     weights with a non-zero output layer cost what trained ones cost)."""
     from geometry.score_model import ScoreNet
 
-    pts = torch.from_numpy(data[:1024]).double()
+    pts = torch.from_numpy(data[:1024]).float()
     x, y = pts[:512], pts[512:1024]
     out = {}
     for hidden, blocks in ((128, 2), (256, 2)):
@@ -126,7 +127,11 @@ def bench_model_sizes(data: np.ndarray) -> dict:
         torch.nn.init.normal_(net.out.weight, std=0.05)
         net.eval().requires_grad_(False)
         score = ScoreFunction(net)
-        m = SteinMetric(score=score, lam=scale_free_lambda(score, pts, sphere=True), sphere=True)
+        m = SteinMetric(score=score, lam=scale_free_lambda(score, pts.double(), sphere=True), sphere=True)
+        if hidden == 256:
+            with Timer() as t:
+                geodesic(m, x[:32].double(), y[:32].double(), GeodesicConfig(n_points=32))
+            out["h256x2 geodesic 32pts float64"] = rate(32, t)
         for p in (16, 32):
             with Timer() as t:
                 for lo in range(0, 512, 256):

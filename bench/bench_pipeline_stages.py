@@ -80,11 +80,13 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--skip-stages", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="config override for the pipeline runs, e.g. minhash.enabled=false")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from ccpipe.config import load_config
+    from ccpipe.config import load_config, parse_override
     from ccpipe.io.wet import read_wet
     from ccpipe.stats import Stats
     from ccpipe.steps.base import TaskContext
@@ -131,6 +133,9 @@ def main() -> int:
             for label, extra in (("pipeline", {}), ("pipeline+quality", {"quality.enabled": True})):
                 o = {"input.paths": [args.wet], "output.dir": f"{out}/{label}", "executor.workers": args.workers,
                      "executor.progress": False, **extra}
+                for item in args.set:
+                    k, v = parse_override(item)
+                    o[k] = v
                 w0 = time.perf_counter()
                 with TreeCpu() as tree:
                     stats = run_pipeline(load_config(Path(__file__).resolve().parents[1] / "configs" / "default.yaml", o))

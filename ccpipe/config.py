@@ -271,7 +271,8 @@ class ExecutorConfig:
     kind: str = "local"
     """``local`` (worker processes on this machine) or ``ray``."""
     workers: int = 0
-    """Worker processes for the local executor; 0 = one per CPU core."""
+    """Worker processes for the local executor (CPUs of the Ray instance started for a
+    run without ``ray_address``); 0 = one per CPU core."""
     max_retries: int = 2
     """Times a failed shard is retried before the run fails."""
     ray_address: str | None = None

@@ -101,9 +101,11 @@ def initial_curve(x: Tensor, y: Tensor, n_points: int, *, sphere: bool) -> Tenso
     wa = torch.where(small, 1.0 - tt, torch.sin((1.0 - tt) * theta) / safe_sin)  # B x P x 1
     wb = torch.where(small, tt, torch.sin(tt * theta) / safe_sin)  # B x P x 1
     pts = wa * x[:, None, :] + wb * y[:, None, :]  # B x P x d
-    # Antipodal pairs have no unique arc; the lerp then passes through 0 and the
-    # renormalisation below would divide by zero, so callers get NaN -> not converged.
-    return pts / pts.norm(dim=-1, keepdim=True)
+    pts = pts / pts.norm(dim=-1, keepdim=True)  # B x P x d
+    # Antipodal pairs have no unique arc (the lerp would jump through 0): NaN, so every
+    # mode reports them as not converged instead of returning a number.
+    anti = small & (cos[:, None, None] < 0)  # B x 1 x 1
+    return torch.where(anti, torch.full_like(pts, float("nan")), pts)
 
 
 def upper_bound(

@@ -45,7 +45,8 @@ class TrainConfig:
     lr: float = 1e-3
     """Adam learning rate."""
     ema_decay: float = 0.999
-    """EMA of weights; the EMA network is what checkpoints serve."""
+    """EMA of weights (ramped in as min(decay, (1 + step) / (10 + step))); the EMA network is
+    what checkpoints serve."""
     val_fraction: float = 0.05
     """Held-out share of the data for the validation loss."""
     val_max: int = 2048
@@ -235,8 +236,11 @@ def train_score_model(
             loss.backward()
             opt.step()
             with torch.no_grad():
+                # Warm-up: with a fixed 0.999 a 150-step run would serve weights that are
+                # still 86% the (zero-output) initialisation; the ramp follows the weights early.
+                decay = min(cfg.ema_decay, (1.0 + step) / (10.0 + step))
                 for pe, pn in zip(ema.parameters(), net.parameters()):
-                    pe.lerp_(pn, 1.0 - cfg.ema_decay)
+                    pe.lerp_(pn, 1.0 - decay)
             loss_v = float(loss.detach())  # syncs the device, so the compute time below is real
             t2 = time.perf_counter()
             t_data += t1 - t0

@@ -14,8 +14,10 @@ and no process ever holds all documents or all signatures of a crawl:
 2. **bucket** (:func:`bucket_task`, one per bucket, ``buckets`` in all). Reads
    its slice of every shard's band keys (memory: docs x bands / buckets x 12
    bytes), sorts them, and turns every group of equal keys into candidate pairs;
-   each pair can be verified with the estimated Jaccard of the two signatures
-   (read from the shards' memory-mapped signature files), then saved as edges.
+   each pair is verified (``minhash.verify``) with the exact Jaccard of the two
+   documents' shingle-hash sets (``shingles.npy``, written by the sign step) or
+   the signatures' estimate, both read from the shards' files memory-mapped,
+   and the pairs that pass are saved as edges.
 3. **cluster** (:func:`cluster_task`, a single task). Union-find over the edges
    only (nodes are the documents that have an edge: far fewer than documents);
    picks the kept document of each cluster and writes one small file per shard.
@@ -195,7 +197,7 @@ def write_shard(d: Path, sig: np.ndarray, lengths: np.ndarray, placement: np.nda
     ok = mc.has_shingles(sig)
     keys = mc.band_keys(sig, bands, rows)  # N x bands
     seq = np.repeat(np.arange(sig.shape[0], dtype=np.uint32), bands)
-    keys, seq = keys.reshape(-1), seq
+    keys = keys.reshape(-1)  # doc-major: doc 0's bands, then doc 1's, ...
     keep = np.repeat(ok, bands)  # a text without shingles matches nothing
     keys, seq = keys[keep], seq[keep]
     bucket = bucket_of(keys, buckets)

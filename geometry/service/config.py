@@ -26,6 +26,10 @@ class ServiceConfig:
     """Most pairs in /v1/distances and texts in /v1/embed."""
     max_path_points: int = 64
     """Most points on a path."""
+    keep_alive_s: float = 75.0
+    """Idle keep-alive connections are closed after this; above the usual client pool's idle
+    time, so a client never reuses a connection the server is closing (uvicorn's 5 s default
+    made loaded clients fail with connection resets)."""
     max_body_bytes: int = 4_000_000
     """Request bodies above this are refused (413) before they are parsed."""
     distance_batch: BatchConfig = BatchConfig(window_ms=2.0, max_items=64, max_weight=256)

@@ -121,7 +121,7 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
     async def stats() -> dict:
         return {"score": engine.score_batcher.stats.to_dict(), "embed": engine.embed_batcher.stats.to_dict()}
 
-    @app.get("/v1/documents/{doc_id}", response_model=S.Document, dependencies=[Depends(auth)], tags=["documents"])
+    @app.get("/v1/documents/{doc_id:path}", response_model=S.Document, dependencies=[Depends(auth)], tags=["documents"])
     async def document(doc_id: str, text: bool = Query(False, description="include raw_content")) -> S.Document:
         partition, row = engine.document(doc_id, with_text=text)
         return S.Document(id=doc_id, partition=partition, fields=row)
@@ -210,4 +210,4 @@ def serve(run_dir: str | Path, config: ServiceConfig, query: QueryConfig | None 
     if config.host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
         log.warning("listening on %s without an API token: anyone who can reach it can query the run", config.host)
     log.info("service config: %s", {k: v for k, v in asdict(config).items() if k != "token"})
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", access_log=False, timeout_keep_alive=int(config.keep_alive_s))
