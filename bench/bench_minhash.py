@@ -170,8 +170,28 @@ def main() -> None:
 
             present.update(feather.read_table(d / "ids.arrow").column("id").to_pylist())
         c_run = minhash.read_clusters(work)
-        print(f"pipeline run {args.run} ({len(present)} docs reached MinHash):",
+        print(f"pipeline run {args.run} ({len(present)} docs reached MinHash; Jaccard of raw input texts):",
               json.dumps(evaluate(c_run, truth, text_of, present, args.sample, rng)))
+        print("pipeline run, Jaccard of the text MinHash saw (after line dedup):", json.dumps(seen_precision(work)))
+
+
+def seen_precision(work: Path) -> dict:
+    """Removed documents vs their cluster's kept one, on the shingle sets the run
+    saved (``shingles.npy``: the text after line dedup, which MinHash compared)."""
+    import pyarrow.feather as feather
+
+    pos: dict[str, int] = {}
+    for d in sorted((work / "minhash").glob("task-*")):
+        t = int(d.name.split("-")[1])
+        for k, i in enumerate(feather.read_table(d / "ids.arrow").column("id").to_pylist()):
+            pos[i] = (t << 32) | k
+    clusters = minhash.read_clusters(work)
+    pairs = np.array([[pos[i], c] for i, (c, _, kept) in clusters.items() if not kept], dtype=np.uint64)
+    if not pairs.size:
+        return {"removed": 0}
+    jac = minhash._exact_jaccard(work, pairs)
+    return {"removed": int(pairs.shape[0]), "precision_j>=0.8": round(float((jac >= 0.8).mean()), 4),
+            "j_min": round(float(jac.min()), 3)}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_service.py RUN_DIR [--seconds 4] [--concurrency 1,4,16,50]
     .venv/bin/python bench/bench_service.py --make-run /tmp/bench_run     # builds a small run first
+    .venv/bin/python bench/bench_service.py     # (make bench) builds one once under bench-out/service_run
 
 RUN_DIR must be embedded and trained (``ccpipe-geometry embed`` + ``train``) and hold more
 than 100 documents (neighbours re-rank 100 candidates). The server runs as a separate
@@ -220,7 +221,7 @@ def report(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("run_dir", nargs="?")
+    p.add_argument("run_dir", nargs="?", help="embedded + trained run (default: bench-out/service_run, built once)")
     p.add_argument("--make-run", metavar="DIR", help="build a small embedded + trained run in DIR first")
     p.add_argument("--seconds", type=float, default=4.0, help="duration of each load level (bounded)")
     p.add_argument("--concurrency", default="1,4,16,50")
@@ -234,7 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.run_dir:
         run = Path(args.run_dir)
     else:
-        p.error("give RUN_DIR or --make-run DIR")
+        # `make bench` passes no arguments: build (once) a small run under bench-out/.
+        run = ROOT / "bench-out" / "service_run"
+        if not (run / "_geometry" / "score" / "model.pt").exists():
+            make_run(run)
     levels = [int(x) for x in args.concurrency.split(",")]
     res = run_all(run, levels, args.seconds)
     res["backend"] = backend_scaling(run)

@@ -146,14 +146,9 @@ class GeometryIndex:
 
     # -- vectors -------------------------------------------------------------------------
     def vectors(self, ids: list[str]) -> Tensor:
-        """len(ids) x d float32 copies of the stored embeddings.
-
-        Queries run in float32 like the embeddings and the score model: the solver's
-        elementwise work over B x P x 384 dominates its cost, and float32 measured 4.7x faster
-        on geodesics with distances equal to 1e-7 relative (bench/bench_geometry.py notes).
-        """
+        """len(ids) x d float64 copies of the stored embeddings."""
         rows = torch.from_numpy(self.store.rows_of(ids))
-        return self._vectors[rows].clone()
+        return self._vectors[rows].double()
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         """Embed new texts with the store's model and policy (model loads on first call)."""
@@ -161,7 +156,13 @@ class GeometryIndex:
 
     # -- distances -----------------------------------------------------------------------
     def distance_vectors(self, x: Tensor, y: Tensor, mode: Mode = "geodesic", *, return_path: bool = False) -> DistanceResult:
-        """Distances between batches of unit vectors (B x d each) in any mode."""
+        """Distances between batches of unit vectors (B x d each) in any mode.
+
+        Solved in float32, like the stored embeddings and the score model: the solver's cost
+        is elementwise work over B x P x 384, and float32 measured 4.7x faster than float64 on
+        geodesics with distances equal to 1e-7 relative.
+        """
+        x, y = x.float(), y.float()  # B x d, B x d
         if mode == "geodesic":
             return geodesic(self.metric, x, y, self.config.geodesic, return_path=return_path)
         if mode == "upper":
@@ -204,7 +205,7 @@ class GeometryIndex:
             return []
         ids = self.store.ids()
         cand_rows = torch.tensor([r for r, _ in keep])
-        y = self._vectors[cand_rows].clone()  # C x d
+        y = self._vectors[cand_rows].double()  # C x d
         if mode == "graph":
             res = self._graph_nodes(np.full(len(keep), me), cand_rows.numpy())
         else:
@@ -220,7 +221,7 @@ class GeometryIndex:
         cfg = self.config.geodesic
         if n_points is not None:
             cfg = GeodesicConfig(**{**asdict(cfg), "n_points": n_points})
-        x, y = self.vectors([id_a]), self.vectors([id_b])
+        x, y = self.vectors([id_a]).float(), self.vectors([id_b]).float()  # 1 x d each
         res = geodesic(self.metric, x, y, cfg, return_path=True)
         pts = res.path[0].float().numpy()  # P x d
         cos, rows = self.ann.search(pts, 1)

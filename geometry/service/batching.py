@@ -123,7 +123,7 @@ class MicroBatcher(Generic[T, R]):
         total = self.weight(first[0])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.window_ms / 1000.0
-        while cap is None or total < cap:
+        while len(batch) < self.config.max_items and (cap is None or total < cap):
             # Whatever queued while the previous batch ran joins at once ...
             if not self._queue.empty():
                 nxt = self._queue.get_nowait()
