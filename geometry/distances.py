@@ -93,8 +93,10 @@ def initial_curve(x: Tensor, y: Tensor, n_points: int, *, sphere: bool) -> Tenso
         return x[:, None, :] + t[None, :, None] * (y - x)[:, None, :]  # B x P x d
     x = x / x.norm(dim=-1, keepdim=True)  # B x d
     y = y / y.norm(dim=-1, keepdim=True)  # B x d
-    cos = (x * y).sum(-1).clamp(-1.0, 1.0)  # B
-    theta = torch.arccos(cos)[:, None, None]  # B x 1 x 1
+    cos = (x * y).sum(-1)  # B
+    # 2 atan2(|x - y|, |x + y|) instead of arccos(cos): arccos loses half the digits near 0
+    # (in float32 a point paired with itself came out 3e-4 rad apart).
+    theta = 2.0 * torch.atan2((x - y).norm(dim=-1), (x + y).norm(dim=-1))[:, None, None]  # B x 1 x 1
     sin = torch.sin(theta)  # B x 1 x 1
     small = sin.abs() < 1e-6
     # Nearly equal points: SLERP is ill-conditioned, a renormalised lerp is exact enough.

@@ -59,24 +59,29 @@ def test_document_lookup(http, server, doc_ids) -> None:
     assert r.status_code == 404 and "not-there" in r.json()["detail"]
 
 
+# The score model runs in float32, whose sums depend on the batch layout: the service's
+# batched calls agree with the index's own calls to about 1e-7, not to the last bit.
+
+
 def test_distance_by_id_matches_the_index(http, gi, doc_ids) -> None:
     a, b = doc_ids[0], doc_ids[5]
     want = gi.distance(a, b, mode="upper")
     got = http.post("/v1/distance", json={"a": {"id": a}, "b": {"id": b}, "mode": "upper"}).json()
     assert got["mode"] == "upper" and got["converged"] is True
-    assert got["distance"] == pytest.approx(want.distance, rel=1e-9)
-    assert got["energy"] == pytest.approx(want.energy, rel=1e-9)
+    assert got["distance"] == pytest.approx(want.distance, rel=1e-6)
+    assert got["energy"] == pytest.approx(want.energy, rel=1e-6)
     geo = http.post("/v1/distance", json={"a": {"id": a}, "b": {"id": b}}).json()
     assert geo["mode"] == "geodesic" and geo["converged"] is True
     assert geo["distance"] <= got["distance"] * (1 + 1e-6)
     graph = http.post("/v1/distance", json={"a": {"id": a}, "b": {"id": b}, "mode": "graph"}).json()
-    assert graph["mode"] == "graph" and graph["distance"] == pytest.approx(gi.distance(a, b, mode="graph").distance, rel=1e-9)
+    assert graph["mode"] == "graph" and graph["distance"] == pytest.approx(gi.distance(a, b, mode="graph").distance, rel=1e-6)
 
 
 def test_distance_of_texts_embedded_on_the_fly(http, gi, doc_ids) -> None:
     text = "The striker scored twice in the second half of the match."
     same = http.post("/v1/distance", json={"a": {"text": text}, "b": {"text": text}, "mode": "upper"}).json()
-    assert same["converged"] and same["distance"] == pytest.approx(0.0, abs=1e-6) and same["b"].startswith("text:")
+    # float32 embeddings of one text in two batch slots agree to ~1e-7 per coordinate
+    assert same["converged"] and same["distance"] == pytest.approx(0.0, abs=1e-4) and same["b"].startswith("text:")
     mixed = http.post("/v1/distance", json={"a": {"id": doc_ids[0]}, "b": {"text": text}, "mode": "upper"}).json()
     import torch
 
@@ -93,7 +98,7 @@ def test_batch_of_pairs(http, gi, doc_ids) -> None:
     got = r.json()
     assert got["converged"] and [x["a"] for x in got["results"]] == [a for a, _ in pairs]
     want = [d.distance for d in gi.distances(pairs, mode="upper")]
-    assert [x["distance"] for x in got["results"]] == pytest.approx(want, rel=1e-9)
+    assert [x["distance"] for x in got["results"]] == pytest.approx(want, rel=1e-6)
 
 
 def test_neighbours_k10_from_100_candidates(http, gi, doc_ids) -> None:
@@ -106,7 +111,7 @@ def test_neighbours_k10_from_100_candidates(http, gi, doc_ids) -> None:
     assert dists == sorted(dists)
     want = gi.neighbours(q, 10, mode="upper", candidates=100)
     assert ids == [n.id for n in want]
-    assert dists == pytest.approx([n.distance for n in want], rel=1e-9)
+    assert dists == pytest.approx([n.distance for n in want], rel=1e-6)
     by_text = http.post("/v1/neighbours", json={"query": {"text": "open source hardware hackerspace"}, "k": 5}).json()
     assert len(by_text["neighbours"]) == 5 and by_text["query"].startswith("text:")
 
@@ -178,4 +183,4 @@ def test_concurrent_requests_are_batched_and_agree_with_single_calls(server, htt
     calls, items = after["calls"] - before["calls"], after["items"] - before["items"]
     assert items == 32
     assert calls < items and after["max_batch"] > 1
-    assert [g["distance"] for g in got[:4]] == pytest.approx(single, rel=1e-9)
+    assert [g["distance"] for g in got[:4]] == pytest.approx(single, rel=1e-6)
