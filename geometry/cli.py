@@ -56,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--c", type=float, default=None, help="lambda = c / median |s|^2 (default 1)")
         sp.add_argument("--points", type=int, default=None, help="points on a geodesic (default 32)")
         sp.add_argument("--device", default=None)
+        sp.add_argument("--dtype", choices=["float64", "float32"], default=None, help="curve precision (float32: ~4.7x faster geodesics)")
 
     d = sub.add_parser("distance", help="Stein distance between two documents")
     d.add_argument("run_dir")
@@ -96,7 +97,7 @@ def _open_index(args: argparse.Namespace):
     from geometry.api import GeometryIndex, QueryConfig
     from geometry.distances import GeodesicConfig
 
-    cfg = _set(QueryConfig(), c=args.c)
+    cfg = _set(QueryConfig(), c=args.c, dtype=args.dtype)
     if args.points is not None:
         cfg = _set(cfg, geodesic=_set(GeodesicConfig(), n_points=args.points))
     return GeometryIndex.open(args.run_dir, cfg, device=args.device)
