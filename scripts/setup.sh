@@ -21,6 +21,7 @@
 #   CCPIPE_SKIP_KENLM=1   do not build lmplz / build_binary
 #   CCPIPE_SKIP_CORPORA=1 do not fetch the reference corpora
 #   CCPIPE_SKIP_DEMO=1    do not build the demo WET files
+#   CCPIPE_SKIP_MODELS=1  do not build the default language models and classifier
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,7 +88,7 @@ apt_install() {
     || { tail -n 30 "${TMPDIR:-/tmp}/ccpipe-apt.log"; die "apt-get install failed"; }
 }
 
-step "1/5 Debian packages"
+step "1/6 Debian packages"
 if [ "${CCPIPE_SKIP_APT:-0}" = 1 ] || ! command -v dpkg-query >/dev/null 2>&1; then
   log "skipped (CCPIPE_SKIP_APT=1 or not a Debian system)"
   SKIPPED+=(apt)
@@ -107,7 +108,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 2. venv
-step "2/5 Python environment: $VENV"
+step "2/6 Python environment: $VENV"
 VPY="$VENV/bin/python"
 if [ ! -x "$VPY" ]; then
   log "creating venv with $("$PYTHON" --version 2>&1)"
@@ -196,7 +197,7 @@ EOF
 fi
 
 # ---------------------------------------------------------------- 3. kenlm
-step "3/5 KenLM tools (lmplz, build_binary) in $CCPIPE_HOME/bin"
+step "3/6 KenLM tools (lmplz, build_binary) in $CCPIPE_HOME/bin"
 BIN="$CCPIPE_HOME/bin"
 kenlm_ok() {
   [ -x "$BIN/lmplz" ] && [ -x "$BIN/build_binary" ] || return 1
@@ -237,7 +238,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 4. corpora
-step "4/5 Reference corpora in $CCPIPE_HOME/corpora"
+step "4/6 Reference corpora in $CCPIPE_HOME/corpora"
 if [ "${CCPIPE_SKIP_CORPORA:-0}" = 1 ]; then
   log "skipped (CCPIPE_SKIP_CORPORA=1)"; SKIPPED+=(corpora)
 elif "$VPY" scripts/fetch_corpora.py --check >/dev/null 2>&1; then
@@ -249,7 +250,7 @@ else
 fi
 
 # ---------------------------------------------------------------- 5. demo
-step "5/5 Demo crawl in $CCPIPE_HOME/demo"
+step "5/6 Demo crawl in $CCPIPE_HOME/demo"
 if [ "${CCPIPE_SKIP_DEMO:-0}" = 1 ]; then
   log "skipped (CCPIPE_SKIP_DEMO=1)"; SKIPPED+=(demo)
 elif "$VPY" scripts/make_demo_wet.py --check >/dev/null 2>&1; then
@@ -258,6 +259,15 @@ elif "$VPY" scripts/make_demo_wet.py --check >/dev/null 2>&1; then
 else
   "$VPY" scripts/make_demo_wet.py
   DONE+=(demo)
+fi
+
+step "6/6 Default models in $CCPIPE_HOME/models (SentencePiece + KenLM en/fr/de/es, cutoffs, is-reference classifier)"
+if [ "${CCPIPE_SKIP_MODELS:-0}" = 1 ]; then
+  log "skipped (CCPIPE_SKIP_MODELS=1)"; SKIPPED+=(models)
+else
+  # idempotent: returns in a second when every model is in place
+  "$VENV/bin/ccpipe" models build-defaults
+  DONE+=(models)
 fi
 
 printf '\n[setup] OK in %ss: done [%s] skipped [%s]; venv=%s CCPIPE_HOME=%s\n' \
