@@ -132,11 +132,9 @@ class RefConfig:
 
 
 @dataclass(kw_only=True)
-class QualityConfig:
-    enabled: bool = False
-    """Apply Gopher's quality and repetition rules (each drop counted by rule)."""
-    skip_languages: list[str] = field(default_factory=lambda: ["zh", "ja", "ko", "th", "lo", "km", "my", "bo"])
-    """Languages written without spaces between words: word-based rules do not apply."""
+class GopherRules:
+    """Thresholds of Gopher's quality and repetition rules (the paper's values)."""
+
     min_words: int = 50
     max_words: int = 100_000
     min_mean_word_length: float = 3.0
@@ -169,11 +167,17 @@ class QualityConfig:
             if not 2 <= n <= 20:
                 raise ConfigError(f"quality: n-gram size {n} out of range 2..20")
 
-    def rules(self):
-        from ccpipe.steps.quality import GopherRules
 
-        names = {f.name for f in dataclasses.fields(GopherRules)}
-        return GopherRules(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
+@dataclass(kw_only=True)
+class QualityConfig(GopherRules):
+    enabled: bool = False
+    """Apply Gopher's quality and repetition rules (each drop counted by rule)."""
+    skip_languages: list[str] = field(default_factory=lambda: ["zh", "ja", "ko", "th", "lo", "km", "my", "bo"])
+    """Languages written without spaces between words: word-based rules do not apply."""
+
+    def rules(self) -> GopherRules:
+        """The thresholds alone, as the step pickles them."""
+        return GopherRules(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GopherRules)})
 
 
 @dataclass(kw_only=True)

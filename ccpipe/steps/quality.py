@@ -19,11 +19,11 @@ Repetition rules (checked last, they cost most):
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from ccpipe.config import GopherRules  # noqa: F401 - the step's thresholds live with the config
 from ccpipe.document import Document
 from ccpipe.steps.base import Step, TaskContext
 
@@ -31,29 +31,6 @@ STOP_WORDS_EN = frozenset({"the", "be", "to", "of", "and", "that", "have", "with
 BULLETS = ("\u2022", "\u25cf", "\u25aa", "\u25e6", "\u2023", "\u2043", "\u00b7", "-", "*", "\u2013")
 _ALPHA_WORD_RE = re.compile(r"\S*[^\W\d_]\S*")
 _P = np.uint64(0x9E3779B97F4A7C15)
-
-
-@dataclass(kw_only=True)
-class GopherRules:
-    """Thresholds of every rule; the paper's values by default."""
-
-    min_words: int = 50
-    max_words: int = 100_000
-    min_mean_word_length: float = 3.0
-    max_mean_word_length: float = 10.0
-    max_symbol_word_ratio: float = 0.1
-    max_bullet_lines_ratio: float = 0.9
-    max_ellipsis_lines_ratio: float = 0.3
-    min_alpha_words_ratio: float = 0.8
-    min_stop_words: int = 2
-    max_dup_lines_ratio: float = 0.3
-    max_dup_line_chars_ratio: float = 0.2
-    max_dup_paragraphs_ratio: float = 0.3
-    max_dup_paragraph_chars_ratio: float = 0.2
-    max_top_ngram_chars_ratio: dict[int, float] = field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
-    max_dup_ngram_chars_ratio: dict[int, float] = field(
-        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
-    )
 
 
 def _dup_ratios(parts: list[str]) -> tuple[float, float]:
