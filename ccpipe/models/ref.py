@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import random
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Iterable
 
@@ -116,6 +118,18 @@ def split(docs: list[str], test_frac: float, rng: random.Random) -> tuple[list[s
     return docs[k:], docs[:k]
 
 
+def _fit_fasttext(train_file: str, out: str, params: dict) -> str | None:
+    """Train one fastText classifier and save it; the error text when it fails.
+    Runs in a child process (see ``train_ref_classifier``)."""
+    import fasttext
+
+    try:
+        fasttext.train_supervised(input=train_file, **params).save_model(out)
+    except RuntimeError as e:
+        return str(e) or "RuntimeError"
+    return None
+
+
 def train_ref_classifier(
     positives: list[str],
     negatives: list[str],
@@ -164,28 +178,30 @@ def train_ref_classifier(
         rng.shuffle(rows)
         train_file.write_text("\n".join(rows) + "\n", encoding="utf-8")
         cur_lr = lr
-        # fasttext-numpy2 raises "Encountered NaN" on most seeds of this data,
-        # at any learning rate and with its default settings (measured: 2-5 of 6
-        # seeds); an attempt costs well under a second, so try many seeds
+        # fasttext-numpy2 raises "Encountered NaN" on some seeds of this data in a
+        # fresh process (measured: 2-5 of 6), and on every seed once the process
+        # has loaded torch & co. (seen in the full test suite): so every attempt
+        # trains in a new, clean process, and there are many seeds to try
         max_attempts = restarts + 40
-        for attempt in range(max_attempts):
-            if len(tried) >= restarts:
-                break
-            try:
-                model = fasttext.train_supervised(
-                    input=str(train_file), epoch=epoch, lr=cur_lr, wordNgrams=word_ngrams, dim=dim,
-                    minCount=1, bucket=bucket, thread=1, seed=seed + attempt, verbose=0,
-                )
-            except RuntimeError as e:  # "Encountered NaN"
-                if "NaN" not in str(e):
-                    raise ModelError(f"fastText training failed: {e}") from e
-                # not a too-high learning rate: it happens at any lr here; another seed does
-                log.warning("fastText training gave NaN (seed %d); retrying with another seed", seed + attempt)
-                continue
-            auc = evaluate(model, pos_val, neg_val)["roc_auc"]
-            tried.append({"lr": cur_lr, "seed": seed + attempt, "val_roc_auc": auc})
-            if auc > best_auc:
-                best, best_auc = model, auc
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=ctx, max_tasks_per_child=1) as pool:
+            for attempt in range(max_attempts):
+                if len(tried) >= restarts:
+                    break
+                cand = Path(tmp) / f"candidate-{attempt}.bin"
+                params = dict(epoch=epoch, lr=cur_lr, wordNgrams=word_ngrams, dim=dim, minCount=1,
+                              bucket=bucket, thread=1, seed=seed + attempt, verbose=0)
+                error = pool.submit(_fit_fasttext, str(train_file), str(cand), params).result()
+                if error is not None:
+                    if "NaN" not in error:
+                        raise ModelError(f"fastText training failed: {error}")
+                    log.warning("fastText training gave NaN (seed %d); retrying with another seed", seed + attempt)
+                    continue
+                model = fasttext.load_model(str(cand))
+                auc = evaluate(model, pos_val, neg_val)["roc_auc"]
+                tried.append({"lr": cur_lr, "seed": seed + attempt, "val_roc_auc": auc})
+                if auc > best_auc:
+                    best, best_auc = model, auc
     if best is None:
         raise ModelError(f"fastText training gave NaN {max_attempts} times; check the training text")
     model = best

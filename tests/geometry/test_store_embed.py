@@ -123,3 +123,29 @@ def test_torch_view_is_usable_for_training_without_copy(tmp_path: Path) -> None:
     t = EmbeddingStore.open(tmp_path).tensor()
     assert t.dtype == torch.float32 and tuple(t.shape) == (2, 3)
     assert t[torch.tensor([1])].tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_views_share_writes_and_opening_costs_no_resident_memory(tmp_path: Path) -> None:
+    psutil = pytest.importorskip("psutil")
+    rows, dim = 60_000, 384  # 92 MB of float32
+    store = EmbeddingStore.open(tmp_path, create=True, dim=dim)
+    chunk = np.ones((10_000, dim), dtype=np.float32)
+    for i in range(rows // 10_000):
+        store.append([f"d{i}-{j}" for j in range(10_000)], chunk, shard=f"s{i}")
+    del store, chunk
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    again = EmbeddingStore.open(tmp_path)
+    vec, t = again.vectors(), again.tensor()
+    opened = proc.memory_info().rss - before
+    assert vec.shape == (rows, dim) and t.shape == (rows, dim)
+    assert opened < 8 * 2**20, f"opening mapped {opened / 2**20:.1f} MB resident"
+    # a write through the torch view is seen by the numpy view: one buffer
+    t[123, 7] = 42.0
+    assert vec[123, 7] == 42.0
+    vec[5, 0] = -1.0
+    assert float(t[5, 0]) == -1.0
+    # reading every row makes the pages resident: the mapping is real, not a copy made up front
+    assert float(t.sum()) == pytest.approx(rows * dim + 41.0 - 2.0, rel=1e-6)
+    touched = proc.memory_info().rss - before
+    assert touched > 60 * 2**20, f"only {touched / 2**20:.1f} MB became resident after reading 92 MB"
