@@ -1,7 +1,7 @@
 # ccpipe: `make demo` and `make test` do everything, set-up included, on a fresh
 # Debian machine; both are idempotent and quick the second time.
 #   make setup   Debian packages, .venv, KenLM tools, reference corpora, demo crawl (scripts/setup.sh)
-#   make demo    set-up, then the pipeline end to end on the embedded demo crawl
+#   make demo    set-up, then the pipeline end to end on the embedded demo crawl, and its audit report
 #   make test    set-up, then pytest
 #   make bench   set-up, then every bench/bench_*.py in turn
 #   make clean   remove run outputs and caches inside the repo (keeps .venv and $CCPIPE_HOME)
@@ -32,6 +32,7 @@ demo-wet: setup
 
 demo: demo-wet
 	$(VENV)/bin/ccpipe run --config $(DEMO_CONFIG) '$(CCPIPE_HOME)/demo/demo-*.warc.wet.gz' $(DEMO_ARGS)
+	$(VENV)/bin/ccpipe audit demo-out -o demo-out/report.html
 
 test: setup
 	$(PY) -m pytest -q tests $(PYTEST_ARGS)
