@@ -48,6 +48,14 @@ class Step:
     def prepare(self, ctx: TaskContext) -> None:
         """Load models and other per-process state. Called before ``run`` in a worker."""
 
+    def _unloaded(self) -> dict[str, Any]:
+        """Attributes that hold what ``prepare`` loads, with their values before it."""
+        return {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a step pickles as its config: models load in the worker, never travel
+        return {**self.__dict__, **self._unloaded()}
+
     def run(self, docs: Iterable[Document], ctx: TaskContext) -> Iterator[Document]:
         raise NotImplementedError
 

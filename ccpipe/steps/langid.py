@@ -53,11 +53,8 @@ class LanguageId(Step):
         self.max_chars = max_chars
         self._model = None
 
-    def __getstate__(self):  # pickles as its config, never with a loaded model
-        return {**self.__dict__, "_model": None}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
+    def _unloaded(self):
+        return {"_model": None}
 
     def check(self) -> None:
         """Fail early (in the driver) if the model file is missing."""

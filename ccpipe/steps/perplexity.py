@@ -218,11 +218,8 @@ class Perplexity(Step):
         self._cutoffs: dict[str, list[float]] | None = None
         self._langs: set[str] = set()
 
-    def __getstate__(self):  # pickles as its config; models load in the worker
-        return {**self.__dict__, "_scorers": {}, "_cutoffs": None, "_langs": set()}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
+    def _unloaded(self):
+        return {"_scorers": {}, "_cutoffs": None, "_langs": set()}
 
     @classmethod
     def from_config(cls, cfg) -> "Perplexity | None":

@@ -50,11 +50,8 @@ class RefClassifier(Step):
         self.max_chars = max_chars
         self._model = None
 
-    def __getstate__(self):  # pickles as its config, never with a loaded model
-        return {**self.__dict__, "_model": None}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
+    def _unloaded(self):
+        return {"_model": None}
 
     @classmethod
     def from_config(cls, cfg) -> "RefClassifier | None":
