@@ -20,6 +20,15 @@ def data_path(*parts: str) -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real run (pipeline on two excerpts, embeddings, a small score model),
+    shared by the service and audit tests."""
+    from realrun import session_run
+
+    return session_run(tmp_path_factory, data_path("wet").parent)
+
+
 @pytest.fixture
 def wet_dir() -> Path:
     return data_path("wet")

@@ -16,14 +16,7 @@ import pytest
 from ccpipe.audit import AuditConfig, build_report, load_run
 from ccpipe.audit.report import NOT_COMPUTED
 from ccpipe.cli import main as ccpipe_main
-from realrun import DATA, pipeline_run, session_run
-
-
-@pytest.fixture(scope="session")
-def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (DATA / "wet").is_dir():
-        pytest.skip(f"real data {DATA} is absent (tests expect ../shared/data beside the project)")
-    return session_run(tmp_path_factory, DATA)
+from realrun import DATA, pipeline_run
 
 
 @pytest.fixture(scope="module")

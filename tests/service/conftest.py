@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from realrun import DATA, session_run
+
 from svc_helpers import TOKEN, english_shard, free_socket
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
@@ -44,13 +44,6 @@ def start_server(app, sock: socket.socket) -> tuple[object, threading.Thread]:
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.05)
     return server, th
-
-
-@pytest.fixture(scope="session")
-def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (DATA / "wet").is_dir():
-        pytest.skip(f"real data {DATA} is absent (tests expect ../shared/data beside the project)")
-    return session_run(tmp_path_factory, DATA)
 
 
 @pytest.fixture(scope="session")
