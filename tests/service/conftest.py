@@ -12,7 +12,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-
 from svc_helpers import TOKEN, english_shard, free_socket
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)
