@@ -1,14 +1,22 @@
 """MinHash signatures and LSH band keys: the numeric core of near-duplicate removal.
 
 Shingles are word 5-grams (``ngram``) of the normalised text: lowercase, every
-digit -> ``0``, punctuation -> space, split on whitespace. Each word is hashed once
-(CRC-32, in C) and a shingle's 32-bit hash is a mix of its words' hashes computed
-for all shingles of a document at once in numpy; the per-shingle Python call of
-datasketch's default SHA-1 path was the bottleneck (about 10x slower). The
-signature itself is datasketch's: ``MinHash.bulk`` (scheme ``affine32``: a
-murmur finaliser then ``num_perm`` affine permutations), so signatures compare with
-``LeanMinHash.jaccard`` and with any other datasketch MinHash built with the same
-``num_perm``, ``seed`` and hash function.
+ASCII digit -> ``0``, ASCII punctuation, ASCII whitespace and NUL separate words.
+
+Hashing is vectorised per document, with no Python object per word: the normalised
+UTF-8 bytes get a prefix sum of ``byte * K**i`` (mod 2^64), so a word's polynomial
+hash is ``(S[end] - S[start]) * K**-start`` (K is odd, so it has an inverse mod 2^64);
+word hashes are mixed and combined into shingle hashes the same way, with a second
+constant. Splitting into ``bytes`` words and one CRC-32 call per word cost 1.6x
+more on the benchmark documents, and datasketch's default SHA-1 per shingle ~10x.
+
+The signature itself is datasketch's: ``MinHash.bulk`` with scheme ``affine32`` (a
+murmur finaliser, then ``num_perm`` affine permutations). Each document's hash
+array is handed to ``update_batch`` as a single item with an identity ``hashfunc``,
+so datasketch's own numpy code permutes the whole array at once instead of first
+looping over ~1,000 Python ints per document; the values are bit-identical to
+feeding the hashes one by one (``tests/test_minhash.py`` checks it against a plain
+``MinHash.update_batch``), and signatures compare with ``LeanMinHash.jaccard``.
 
 Band keys: the signature is cut into ``bands`` bands of ``rows`` values; each band
 becomes one 64-bit key (the band index is mixed in, so equal values in different
@@ -17,51 +25,104 @@ bands never collide). Two documents are candidates when any key is equal.
 
 from __future__ import annotations
 
-import zlib
 from functools import lru_cache
 from typing import Iterable, Sequence
 
 import numpy as np
 
-# ASCII punctuation -> space, ASCII digits -> "0", applied to the UTF-8 bytes of the
-# lowercased text in one C pass (bytes.translate); a regex over the str was 10x slower.
-_TABLE = bytes(
-    ord("0") if chr(c).isdigit() else ord(" ") if (33 <= c < 127 and not chr(c).isalnum()) else c
-    for c in range(256)
-)
+
+def _byte_class(c: int) -> int:
+    ch = chr(c)
+    if c == 0 or ch in " \t\n\r\x0b\x0c" or (33 <= c < 127 and not ch.isalnum()):
+        return 0  # separator
+    return ord("0") if ch.isdigit() else c
+
+
+# Normalisation of the lowercased UTF-8 bytes in one C pass (bytes.translate):
+# separators -> NUL, ASCII digits -> "0"; a regex over the str was 10x slower.
+_TABLE = bytes(_byte_class(c) for c in range(256))
 _M64 = np.uint64(0x9E3779B97F4A7C15)
 _SHIFT = np.uint64(29)
+_K_BYTE = 0x100000001B3  # odd: invertible mod 2^64
+_K_WORD = 0xC2B2AE3D27D4EB4F
 
 EMPTY = np.uint32(0xFFFFFFFF)
 """Signature value of a document with no shingle (every row at the maximum)."""
 
 
+class _Powers:
+    """``K**i`` and ``K**-i`` mod 2^64 for i < n, grown by doubling on demand."""
+
+    def __init__(self, k: int):
+        self.k, self.kinv = k, pow(k, -1, 1 << 64)
+        self.fwd = np.ones(1, np.uint64)
+        self.inv = np.ones(1, np.uint64)
+
+    def upto(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        while self.fwd.size < n:
+            m = self.fwd.size
+            step, step_inv = np.uint64(pow(self.k, m, 1 << 64)), np.uint64(pow(self.kinv, m, 1 << 64))
+            self.fwd = np.concatenate([self.fwd, self.fwd * step])  # uint64 arrays wrap mod 2^64
+            self.inv = np.concatenate([self.inv, self.inv * step_inv])
+        return self.fwd, self.inv
+
+
+_BYTE_POW = _Powers(_K_BYTE)
+_WORD_POW = _Powers(_K_WORD)
+
+
+def _normalised(text: str) -> bytes:
+    return text.lower().encode("utf-8").translate(_TABLE)
+
+
 def _split_words(text: str) -> list[bytes]:
-    """Normalised words: lowercase, ASCII digits -> 0, ASCII punctuation separates words."""
-    return text.lower().encode("utf-8").translate(_TABLE).split()
+    """Normalised words as ``bytes`` (for exact Jaccard; the hashes never build them)."""
+    return [w for w in _normalised(text).split(b"\x00") if w]
+
+
+def _window_sums(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, pw: _Powers) -> np.ndarray:
+    """Polynomial hash of ``values[s:e]`` for each window, from one prefix sum."""
+    n = values.size
+    fwd, inv = pw.upto(n)
+    prefix = np.empty(n + 1, np.uint64)
+    prefix[0] = 0
+    np.cumsum(values * fwd[:n], out=prefix[1:])
+    return (prefix[ends] - prefix[starts]) * inv[starts]
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    h = (h ^ (h >> _SHIFT)) * _M64
+    return h ^ (h >> _SHIFT)
+
+
+def word_hashes(text: str) -> np.ndarray:
+    """64-bit hashes of the normalised words of ``text``, in order (uint64)."""
+    buf = np.frombuffer(_normalised(text), np.uint8)
+    inword = np.zeros(buf.size + 2, bool)
+    np.not_equal(buf, 0, out=inword[1:-1])
+    edges = np.flatnonzero(inword[1:] != inword[:-1])  # start, end, start, end, ...
+    if edges.size == 0:
+        return np.zeros(0, np.uint64)
+    with np.errstate(over="ignore"):
+        return _mix(_window_sums(buf.astype(np.uint64), edges[0::2], edges[1::2], _BYTE_POW))
 
 
 def shingle_hashes(text: str, ngram: int = 5) -> np.ndarray:
-    """32-bit hashes of the word ``ngram``-grams of ``text`` (unique, uint32).
+    """32-bit hashes of the word ``ngram``-grams of ``text``, in order (uint32).
 
     A text shorter than ``ngram`` words is one shingle; an empty text has none.
     """
-    ws = _split_words(text)
-    if not ws:
+    wh = word_hashes(text)
+    if wh.size == 0:
         return np.zeros(0, np.uint32)
-    wh = np.fromiter(map(zlib.crc32, ws), dtype=np.uint64, count=len(ws))
-    n = min(ngram, len(ws))
-    m = len(ws) - n + 1
-    # polynomial mix of n consecutive word hashes, position-dependent, mod 2^64
-    h = np.zeros(m, np.uint64)
+    n = min(ngram, wh.size)
+    starts = np.arange(wh.size - n + 1)
     with np.errstate(over="ignore"):
-        for k in range(n):
-            h = (h ^ wh[k : k + m]) * _M64
-            h ^= h >> _SHIFT
+        h = _mix(_window_sums(wh, starts, starts + n, _WORD_POW))
     return (h >> np.uint64(32)).astype(np.uint32)
 
 
-def _identity(x: int) -> int:
+def _identity(x):
     return x
 
 
@@ -76,9 +137,6 @@ def signatures(texts: Iterable[str], num_perm: int = 128, seed: int = 1, ngram: 
     """MinHash signatures of many texts with ``MinHash.bulk``: ``N x num_perm`` uint32.
 
     Rows of texts without any shingle are all :data:`EMPTY` (see :func:`has_shingles`).
-    A batched variant (all shingles of many documents through the permutations at
-    once, ``minimum.reduceat`` per document) measured no faster here: the per
-    document ``S x num_perm`` matrix of ``update_batch`` stays in cache.
     """
     return signatures_of([shingle_hashes(t, ngram) for t in texts], num_perm, seed)
 
@@ -87,11 +145,12 @@ def signatures_of(shingle_sets: Sequence[np.ndarray], num_perm: int = 128, seed:
     """:func:`signatures` from precomputed :func:`shingle_hashes`."""
     from datasketch import MinHash
 
-    shingles = [s.tolist() for s in shingle_sets]
-    if not shingles:
+    if not len(shingle_sets):
         return np.zeros((0, num_perm), np.uint32)
+    # one item per document: the whole hash array (see the module docstring)
+    items = [[s] if s.size else [] for s in shingle_sets]
     tpl = _template(num_perm, seed)
-    mhs = MinHash.bulk(shingles, num_perm=num_perm, seed=seed, hashfunc=_identity,
+    mhs = MinHash.bulk(items, num_perm=num_perm, seed=seed, hashfunc=_identity,
                        permutations=tpl.permutations, scheme="affine32")
     return np.stack([m.hashvalues for m in mhs]).astype(np.uint32, copy=False)  # N x num_perm
 

@@ -50,6 +50,21 @@ def test_signatures_are_datasketch_minhashes():
     assert np.array_equal(m.hashvalues, sig[0])
 
 
+def test_vectorised_hashes_follow_the_words():
+    text = " ".join(_paragraphs()[:4])
+    words = mc._split_words(text)
+    wh = mc.word_hashes(text).tolist()
+    assert len(wh) == len(words)
+    assert len(set(zip(wh, words))) == len(set(words)) == len(set(wh))  # equal word <=> equal hash
+    # a passage hashes the same wherever it sits (prefix sums times inverse powers),
+    # also far past the first power-table sizes
+    tail = mc.shingle_hashes(text)
+    shifted = mc.shingle_hashes("Filler, words; " * 40000 + text)
+    assert np.array_equal(shifted[-tail.size:], tail)
+    assert mc.shingle_hashes("").size == 0 and mc.shingle_hashes(" ,;\t\n").size == 0
+    assert mc.shingle_hashes("two words").size == 1
+
+
 def test_estimated_jaccard_tracks_exact_jaccard():
     rng = random.Random(0)
     paras = _paragraphs()
