@@ -41,6 +41,25 @@ log = logging.getLogger(__name__)
 API_VERSION = "1"
 
 
+class BodyLimit:
+    """Refuses a body whose Content-Length is over ``max_bytes`` before reading it (the
+    per-field limits come after parsing). Plain ASGI: Starlette's ``@app.middleware``
+    wraps every request in extra tasks and streams, which cost throughput under load."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            size = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+            if size is not None and (not size.isdigit() or int(size) > self.max_bytes):
+                resp = JSONResponse({"detail": f"request body over {self.max_bytes} bytes (max_body_bytes)"}, status_code=413)
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = True) -> FastAPI:
     """The app over an opened index; models are loaded (and warmed up) once, at startup."""
     engine = QueryEngine(index, config)
@@ -63,20 +82,16 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
     app.state.engine = engine
     bearer = HTTPBearer(auto_error=False, description="Required when the server was started with a token")
 
-    def auth(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    # async: a plain ``def`` dependency runs on Starlette's thread pool, one thread hop
+    # per request; under 50 concurrent clients that hop starved the micro-batcher.
+    async def auth(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         if config.token is None:
             return
         # compare_digest: the time taken must not tell how much of a guess was right.
         if cred is None or not secrets.compare_digest(cred.credentials.encode(), config.token.encode()):
             raise HTTPException(401, "missing or wrong API token: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Refuse big bodies before reading them; the per-field limits come after parsing.
-        size = request.headers.get("content-length")
-        if size is not None and (not size.isdigit() or int(size) > config.max_body_bytes):
-            return JSONResponse({"detail": f"request body over {config.max_body_bytes} bytes (max_body_bytes)"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
     @app.exception_handler(UnknownDocumentError)
     async def _unknown(_: Request, e: UnknownDocumentError) -> JSONResponse:
