@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ccpipe.malloc import tune_malloc  # noqa: E402
 from geometry.analytic import VmfMixtureNoise  # noqa: E402
 from geometry.distances import GeodesicConfig, geodesic, upper_bound  # noqa: E402
 from geometry.graph import KnnGraph, graph_distance  # noqa: E402
@@ -254,11 +255,14 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller samples")
     ap.add_argument("--skip-embedding", action="store_true")
     ap.add_argument("--only", choices=["embedding", "distances"], default=None, help="run one part")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="leave glibc's allocator thresholds as they are (the CLI, service and GeometryIndex raise them)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-            "load_avg_1m": os.getloadavg()[0], "cuda": torch.cuda.is_available()}
+            "load_avg_1m": os.getloadavg()[0], "cuda": torch.cuda.is_available(),
+            "malloc_tuned": False if args.default_malloc else tune_malloc()}
     print("machine", json.dumps(info))
     if args.only == "embedding":
         print("embedding", json.dumps(bench_embedding(200), indent=1))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ccpipe.malloc import tune_malloc
 from geometry.distances import DistanceResult, GeodesicConfig, geodesic, upper_bound
 from geometry.embed import EmbedConfig, Embedder
 from geometry.graph import KnnGraph
@@ -130,7 +131,12 @@ class GeometryIndex:
 
     @classmethod
     def open(cls, run_dir: str | os.PathLike[str], config: QueryConfig | None = None, *, device: str | None = None) -> "GeometryIndex":
-        """Open a run that has been embedded and trained (``embed`` then ``train``)."""
+        """Open a run that has been embedded and trained (``embed`` then ``train``).
+
+        Also raises this process's allocator thresholds (:func:`ccpipe.malloc.tune_malloc`;
+        ``CCPIPE_MALLOC_TUNE=0`` opts out): per-query temporaries are reused, not re-faulted.
+        """
+        tune_malloc()
         cfg = config or QueryConfig()
         run = Path(run_dir)
         store = EmbeddingStore.open(run)

@@ -20,6 +20,7 @@ import logging
 import sys
 from dataclasses import asdict
 
+from ccpipe.malloc import tune_malloc
 from geometry.errors import GeometryError
 
 log = logging.getLogger("geometry.cli")
@@ -155,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    tune_malloc()  # torch temporaries reused instead of re-faulted (ccpipe/malloc.py)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every SIMD probe
     try:
         return run(args)

@@ -86,30 +86,46 @@ class GeodesicConfig:
             raise ValueError("perturb must be >= 0 and grad_tol > 0")
 
 
-def initial_curve(x: Tensor, y: Tensor, n_points: int, *, sphere: bool) -> Tensor:
-    """Straight segment, or great-circle arc (SLERP) on the sphere: B x d, B x d -> B x P x d."""
-    t = torch.linspace(0.0, 1.0, n_points, dtype=x.dtype, device=x.device)  # P
+def _curve_weights(x: Tensor, y: Tensor, t: Tensor, *, sphere: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Points of the straight segment or great-circle arc as combinations of the ends.
+
+    Returns (W, ends, bad): W (B x T x 2) such that ``W @ ends`` (ends = B x 2 x d, the
+    unit ends on the sphere) are the points at parameters ``t`` (T), and ``bad`` (B bool)
+    for antipodal pairs, whose arc is not unique. Building points, midpoints or segment
+    vectors this way is one batched matmul each instead of several passes over B x T x d.
+    """
     if not sphere:
-        return x[:, None, :] + t[None, :, None] * (y - x)[:, None, :]  # B x P x d
+        w = torch.stack([1.0 - t, t], dim=-1).expand(x.shape[0], -1, -1)  # B x T x 2
+        return w, torch.stack([x, y], dim=1), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     x = x / x.norm(dim=-1, keepdim=True)  # B x d
     y = y / y.norm(dim=-1, keepdim=True)  # B x d
     cos = (x * y).sum(-1)  # B
     # 2 atan2(|x - y|, |x + y|) instead of arccos(cos): arccos loses half the digits near 0
     # (in float32 a point paired with itself came out 3e-4 rad apart).
-    theta = 2.0 * torch.atan2((x - y).norm(dim=-1), (x + y).norm(dim=-1))[:, None, None]  # B x 1 x 1
-    sin = torch.sin(theta)  # B x 1 x 1
-    small = sin.abs() < 1e-6
-    # Nearly equal points: SLERP is ill-conditioned, a renormalised lerp is exact enough.
+    theta = 2.0 * torch.atan2((x - y).norm(dim=-1), (x + y).norm(dim=-1))[:, None]  # B x 1
+    sin = torch.sin(theta)  # B x 1
+    small = sin.abs() < 1e-6  # B x 1
+    # Nearly equal points: SLERP is ill-conditioned, the lerp is exact enough.
     safe_sin = torch.where(small, torch.ones_like(sin), sin)
-    tt = t[None, :, None]  # 1 x P x 1
-    wa = torch.where(small, 1.0 - tt, torch.sin((1.0 - tt) * theta) / safe_sin)  # B x P x 1
-    wb = torch.where(small, tt, torch.sin(tt * theta) / safe_sin)  # B x P x 1
-    pts = wa * x[:, None, :] + wb * y[:, None, :]  # B x P x d
+    tt = t[None, :]  # 1 x T
+    wa = torch.where(small, 1.0 - tt, torch.sin((1.0 - tt) * theta) / safe_sin)  # B x T
+    wb = torch.where(small, tt, torch.sin(tt * theta) / safe_sin)  # B x T
+    return torch.stack([wa, wb], dim=-1), torch.stack([x, y], dim=1), small[:, 0] & (cos < 0)
+
+
+def initial_curve(x: Tensor, y: Tensor, n_points: int, *, sphere: bool) -> Tensor:
+    """Straight segment, or great-circle arc (SLERP) on the sphere: B x d, B x d -> B x P x d."""
+    t = torch.linspace(0.0, 1.0, n_points, dtype=x.dtype, device=x.device)  # P
+    w, ends, anti = _curve_weights(x, y, t, sphere=sphere)
+    pts = torch.bmm(w, ends)  # B x P x d
+    if not sphere:
+        return pts
     pts = pts / pts.norm(dim=-1, keepdim=True)  # B x P x d
     # Antipodal pairs have no unique arc (the lerp would jump through 0): NaN, so every
     # mode reports them as not converged instead of returning a number.
-    anti = small & (cos[:, None, None] < 0)  # B x 1 x 1
-    return torch.where(anti, torch.full_like(pts, float("nan")), pts)
+    if bool(anti.any()):
+        pts = torch.where(anti[:, None, None], torch.full_like(pts, float("nan")), pts)
+    return pts
 
 
 def upper_bound(
@@ -118,18 +134,32 @@ def upper_bound(
     """Stein length of the straight segment (great-circle arc when ``metric.sphere``).
 
     An upper bound on the geodesic distance up to the O(N^-2) midpoint quadrature error.
+    Segment vectors and midpoints come straight from the arc's parametrisation (two
+    batched matmuls): on a great circle the normalised chord midpoint is the arc point at
+    the half-step, and it is orthogonal to its chord, so the score needs no projection.
     """
     if n_points < 2:
         raise ValueError("n_points must be >= 2")
     with torch.no_grad():
-        pts = initial_curve(x, y, n_points, sphere=metric.sphere)  # B x P x d
-        length, energy = metric.length_and_energy(pts)  # B, B
+        t = torch.linspace(0.0, 1.0, n_points, dtype=x.dtype, device=x.device)  # P
+        t_all = torch.cat([t, 0.5 * (t[1:] + t[:-1])])  # P points, then P - 1 midpoints
+        w, ends, anti = _curve_weights(x, y, t_all, sphere=metric.sphere)
+        w_pts, w_mid = w[:, :n_points], w[:, n_points:]  # B x P x 2, B x (P-1) x 2
+        seg = torch.bmm(w_pts[:, 1:] - w_pts[:, :-1], ends)  # B x (P-1) x d
+        mid = torch.bmm(w_mid, ends)  # B x (P-1) x d, on the arc
+        sq = metric.sq_lengths_at(mid, seg, tangent_chords=True)  # B x (P-1)
+        length = sq.clamp_min(0.0).sqrt().sum(-1)  # B
+        energy = (n_points - 1) * sq.sum(-1)  # B
+        if bool(anti.any()):
+            length = torch.where(anti, torch.full_like(length, float("nan")), length)
+            energy = torch.where(anti, torch.full_like(energy, float("nan")), energy)
+        pts = initial_curve(x, y, n_points, sphere=metric.sphere) if return_path else None
     return DistanceResult(
         distance=length,
         converged=torch.isfinite(length) & torch.isfinite(energy),
         energy=energy,
         mode="upper",
-        path=pts if return_path else None,
+        path=pts,
     )
 
 

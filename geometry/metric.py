@@ -51,16 +51,29 @@ class SteinMetric:
 
         pts: B x P x d (P points, P - 1 segments) -> B x (P - 1).
         """
-        b, p, d = pts.shape
         seg = pts[:, 1:] - pts[:, :-1]  # B x (P-1) x d
+        if self.lam == 0.0:
+            return torch.linalg.vecdot(seg, seg)
         mid = 0.5 * (pts[:, 1:] + pts[:, :-1])  # B x (P-1) x d
         if self.sphere:
             mid = mid / mid.norm(dim=-1, keepdim=True).clamp_min(1e-12)  # B x (P-1) x d
-        sq = (seg * seg).sum(-1)  # B x (P-1)
+        return self.sq_lengths_at(mid, seg)
+
+    def sq_lengths_at(self, mid: Tensor, seg: Tensor, *, tangent_chords: bool = False) -> Tensor:
+        """|D|^2 + lam (s(m) . D)^2 for segment vectors D with the score taken at m.
+
+        mid, seg: B x S x d -> B x S. On the sphere the score's tangential part at m is
+        used: s_t . D = s . D - (s . m)(m . D). ``tangent_chords`` says m . D = 0 already
+        (m the arc midpoint of a chord of a great circle), which skips two passes.
+        """
+        b, n, d = seg.shape
+        sq = torch.linalg.vecdot(seg, seg)  # B x S
         if self.lam == 0.0:
             return sq
-        s = self.field(mid.reshape(-1, d)).reshape(b, p - 1, d)  # B x (P-1) x d
-        sd = (s * seg).sum(-1)  # B x (P-1)
+        s = self.score(mid.reshape(-1, d)).reshape(b, n, d)  # B x S x d
+        sd = torch.linalg.vecdot(s, seg)  # B x S
+        if self.sphere and not tangent_chords:
+            sd = sd - torch.linalg.vecdot(s, mid) * torch.linalg.vecdot(mid, seg)
         return sq + self.lam * sd * sd
 
     def length(self, pts: Tensor) -> Tensor:

@@ -84,3 +84,18 @@ def test_learned_score_matches_exact_vmf_score() -> None:
     assert max(errs.values()) < 0.15, errs
     assert errs[max(errs)] < 0.01, errs  # the largest sigma is nearly Gaussian: easy
     assert report["paths_sigma_min"] < 0.2, report
+
+
+def test_one_noise_level_path_matches_per_row_path() -> None:
+    """The metric calls the net with one scalar sigma (weights scaled, cond folded into
+    the norm); training calls it with one sigma per row. Both must be the same function."""
+    torch.manual_seed(0)
+    net = ScoreNet(ScoreModelConfig(dim=16, hidden=32, blocks=2, data_var=1 / 16)).double()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(40, 16, dtype=torch.float64)
+    for sigma in (0.02, 0.7):
+        scalar = net(x, torch.tensor(sigma, dtype=torch.float64))
+        per_row = net(x, torch.full((40,), sigma, dtype=torch.float64))
+        assert torch.allclose(scalar, per_row, rtol=1e-10, atol=1e-10)
+        assert scalar.abs().max() > 1e-3
