@@ -10,6 +10,7 @@ from ccpipe.document import Document
 from ccpipe.stats import Stats
 from ccpipe.steps.base import TaskContext
 from ccpipe.steps.quality import GopherQuality, GopherRules, STOP_WORDS_EN, ngram_char_ratios
+from tests.conftest import data_path
 
 GOOD = (
     "The river town grew slowly around the old mill, and by the end of the century it had a school, "
@@ -76,6 +77,66 @@ def test_ngram_ratios_by_hand():
     r = ngram_char_ratios("xx y xx y zzzz".split(), [2], [2])
     assert r["top_2"] == pytest.approx(2 * 3 / 10)
     assert r["dup_2"] == pytest.approx(6 / 10)  # words 0..3 are covered, "zzzz" is not
+
+
+def _ratios_brute_force(words, top_ns, dup_ns):
+    from collections import Counter
+
+    out, total = {}, sum(map(len, words))
+    for n in top_ns:
+        c = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+        best = max(c.values(), default=0)
+        if best > 1:  # ties: the most frequent n-gram covering most characters
+            out[f"top_{n}"] = max(best * sum(map(len, g)) for g, v in c.items() if v == best) / total
+    for n in dup_ns:
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        c, cov = Counter(grams), [False] * len(words)
+        for i, g in enumerate(grams):
+            if c[g] > 1:
+                cov[i : i + n] = [True] * n
+        if any(cov):
+            out[f"dup_{n}"] = sum(len(w) for w, v in zip(words, cov) if v) / total
+    return out
+
+
+def test_ngram_ratios_match_brute_force_on_real_pages():
+    from ccpipe.io.wet import read_wet
+
+    docs = list(read_wet(str(data_path("wet", "CC-MAIN-2017-30-00008.excerpt.warc.wet.gz")), Stats()))[:60]
+    docs.append(Document(id="tie", url="u", date_download="", digest="", title="", raw_content="a b a b cc dd cc dd e"))
+    checked = 0
+    for d in docs:
+        words = d.raw_content.lower().split()
+        if len(words) < 10:
+            continue
+        got = ngram_char_ratios(words, [2, 3, 4], range(5, 11))
+        want = _ratios_brute_force(words, [2, 3, 4], range(5, 11))
+        assert got.keys() == want.keys(), d.id
+        for k in want:
+            assert got[k] == pytest.approx(want[k], abs=1e-12), (d.id, k)
+        # with a floor, every ratio above it is still exact (the filter's decisions hold)
+        floored = ngram_char_ratios(words, [2, 3, 4], range(5, 11), dup_floor=0.1)
+        for k in want:
+            if want[k] > 0.1 or k.startswith("top_"):
+                assert floored[k] == pytest.approx(want[k], abs=1e-12), (d.id, k)
+        checked += 1
+    assert checked >= 40
+    # "a b" and "cc dd" both occur twice: the top bigram is the one with more characters
+    assert ngram_char_ratios("a b a b cc dd cc dd e".split(), [2], [])["top_2"] == pytest.approx(2 * 4 / 13)
+
+
+def test_alpha_word_count_is_the_regex_count():
+    import re
+
+    from ccpipe.io.wet import read_wet
+    from ccpipe.steps.quality import count_alpha_words
+
+    regex = re.compile(r"\S*[^\W\d_]\S*")
+    texts = [d.raw_content for d in read_wet(str(data_path("wet", "CC-MAIN-2016-50-00009.excerpt-en.warc.wet.gz")), Stats())][:40]
+    texts += ["abc 123 -- __ ab_1 1a a1 ... \u00e9 12\u00e9 \u00bd \u00b2, x\u00a0y 42\u2003z\u3000\u6f22\u5b57 \u0661\u0662",
+              "", "   ", "42 \U0001F600 emoji \U0001D400x"]
+    for t in texts:
+        assert count_alpha_words(t) == len(regex.findall(t)), t[:80]
 
 
 def test_step_counts_each_rule_and_skips_languages(tmp_path):
