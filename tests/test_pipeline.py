@@ -104,6 +104,20 @@ def test_rerun_with_other_config_refused(tmp_path, wet_dir):
         run_pipeline(config(tmp_path / "out", inputs, **{"langid.threshold": 0.9}))
 
 
+def test_configs_default_yaml_is_the_code_default():
+    """`ccpipe run` without --config and with configs/default.yaml must be one pipeline
+    (langid.max_chars once differed: 2000 in the file, whole text in the code)."""
+    import dataclasses
+
+    def flat(obj, prefix=""):
+        if dataclasses.is_dataclass(obj):
+            return {k: v for f in dataclasses.fields(obj) for k, v in flat(getattr(obj, f.name), f"{prefix}{f.name}.").items()}
+        return {prefix.rstrip("."): obj}
+
+    from_file, from_code = flat(load_config(ROOT / "configs" / "default.yaml")), flat(load_config(None))
+    assert {k: (v, from_code[k]) for k, v in from_file.items() if from_code[k] != v} == {}
+
+
 def test_bad_config_and_paths_fail_early(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(None, {"dedup.grup_size": 3})
