@@ -38,3 +38,17 @@ def test_batched_keys_equal_per_line_keys():
     assert line_hashes(lines).tolist() == per_line
     assert normalize_lines_for_dedup(lines) == [normalize_for_dedup(x).encode() for x in lines]
     assert line_hashes(lines).dtype == np.uint64
+
+
+def test_batched_normalisation_equals_per_line_on_real_pages():
+    from ccpipe.io.wet import read_wet
+    from ccpipe.stats import Stats
+    from tests.conftest import data_path
+
+    texts = [d.raw_content for f in ("CC-MAIN-2017-30-00008.excerpt.warc.wet.gz", "CC-MAIN-2016-50-00009.excerpt-en.warc.wet.gz")
+             for d in read_wet(str(data_path("wet", f)), Stats())]
+    texts.append("x\uff11\uff15y \u0661\u0662 \u2014 \u201cq\u201d a\x9fb\x85 c\x07d \U0001d7ce 9\u00b2 \u2026")
+    for text in texts:
+        lines = text.split("\n")
+        assert normalize_lines_for_dedup(lines) == [normalize_for_dedup(x).encode() for x in lines]
+
