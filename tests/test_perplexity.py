@@ -95,6 +95,20 @@ def test_fast_normalisation_matches_per_line():
     assert normalize_doc_for_lm("Plain ASCII 42") == ["plain ascii 00"]
 
 
+def test_fast_paths_match_ccnet_formula(scorer):
+    """ASCII documents skip the regexes and the piece count skips str.split; both must
+    give CCNet's per-line values (normalize_for_lm, len(tokenized.split()) + 1)."""
+    texts = ["Plain ASCII 42 with\x07bell\x7f and\ttab\n  second LINE 9 ", "caf\u00e9 \u2014 \u00bd \u3000 x\u2028y 7",
+             "the cat sat\n\nthe mat"]
+    for text in texts:
+        lines = [normalize_for_lm(line) for line in text.split("\n")]
+        assert normalize_doc_for_lm(text) == lines
+        want_len = sum(len(" ".join(scorer.sp.encode(line, out_type=str)).split()) + 1 for line in lines)
+        want_score = sum(scorer.lm.score(" ".join(scorer.sp.encode(line, out_type=str)), bos=True, eos=True) for line in lines)
+        got_score, got_len = scorer.score_lines(lines)
+        assert got_len == want_len and got_score == pytest.approx(want_score)
+
+
 def test_bucket_rules():
     cut = [float(i) for i in range(100)]  # p_i = i
     assert bucket_of(29.9, cut) == "head"
