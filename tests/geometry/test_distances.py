@@ -202,3 +202,24 @@ def test_degenerate_pairs() -> None:
     anti = upper_bound(m, x, -x)
     assert not anti.converged.any()
     assert not geodesic(m, x, -x).converged.any()
+
+
+@pytest.mark.parametrize("sphere", [True, False])
+def test_upper_bound_shortcut_equals_length_of_the_initial_curve(sphere: bool) -> None:
+    """upper_bound builds segments and arc midpoints from the ends (one matmul each, no
+    tangent projection at arc midpoints); it must equal the generic polyline length."""
+    from geometry.distances import initial_curve
+
+    g = torch.Generator().manual_seed(3)
+    mix = GaussianMixture(means=torch.randn(4, 12, generator=g, dtype=torch.float64) * 0.5, sigma=0.4)
+    m = SteinMetric(score=mix.score, lam=0.7, sphere=sphere)
+    x = torch.randn(9, 12, generator=g, dtype=torch.float64)
+    y = torch.randn(9, 12, generator=g, dtype=torch.float64)
+    if sphere:
+        x, y = x / x.norm(dim=-1, keepdim=True), y / y.norm(dim=-1, keepdim=True)
+    y[0] = x[0]  # a zero-length pair takes the small-angle branch
+    pts = initial_curve(x, y, 32, sphere=sphere)
+    res = upper_bound(m, x, y, n_points=32)
+    assert torch.allclose(res.distance, m.length(pts), rtol=1e-10, atol=1e-12)
+    assert torch.allclose(res.energy, m.energy(pts), rtol=1e-10, atol=1e-12)
+    assert res.distance[0] == pytest.approx(0.0, abs=1e-12)
