@@ -44,10 +44,14 @@ def test_signatures_are_datasketch_minhashes():
     assert sig.shape == (4, 128) and sig.dtype == np.uint32
     assert np.array_equal(sig[0], sig[1])
     assert mc.has_shingles(sig).tolist() == [True, True, False, False]
-    # the same values as a MinHash fed the shingle hashes one document at a time
-    m = datasketch.MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
-    m.update_batch(mc.shingle_hashes(text).tolist())
-    assert np.array_equal(m.hashvalues, sig[0])
+    # the same values as a fresh MinHash fed each document's shingle hashes one by one
+    # (also after another document: the reused MinHash must not carry state over)
+    texts = _paragraphs()[:3]
+    sigs = mc.signatures(texts)
+    for t, row in zip(texts, sigs):
+        m = datasketch.MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
+        m.update_batch(mc.shingle_hashes(t).tolist())
+        assert np.array_equal(m.hashvalues, row)
 
 
 def test_vectorised_hashes_follow_the_words():
