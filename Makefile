@@ -31,7 +31,7 @@ demo-wet: setup
 	$(PY) scripts/make_demo_wet.py
 
 demo: demo-wet
-	$(VENV)/bin/ccpipe run --config $(DEMO_CONFIG) '$(CCPIPE_HOME)/demo/demo-*.warc.wet.gz' $(DEMO_ARGS)
+	$(VENV)/bin/ccpipe run --config $(DEMO_CONFIG) --restart-if-changed '$(CCPIPE_HOME)/demo/demo-*.warc.wet.gz' $(DEMO_ARGS)
 	$(VENV)/bin/ccpipe audit demo-out -o demo-out/report.html
 
 test: setup

@@ -35,6 +35,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crawl", help="Common Crawl snapshot id, e.g. CC-MAIN-2024-22 (input.crawl)")
     p.add_argument("--segments", help="lines of the crawl's wet.paths.gz, e.g. 0-9 (input.segments)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--restart-if-changed", action="store_true",
+                   help="if --out holds a run of another config or input, delete it and start over "
+                        "(default: refuse); a run of the same config still resumes")
     p.add_argument(
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override any config value, e.g. --set dedup.group_size=10 (repeatable)",
@@ -73,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     from ccpipe.pipeline import run_pipeline
 
     cfg = load_config(args.config, _overrides(args))
-    stats = run_pipeline(cfg)
+    stats = run_pipeline(cfg, restart_if_changed=args.restart_if_changed)
     print(summary(stats, Path(cfg.output.dir)))
     return 0
 

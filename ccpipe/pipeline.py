@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,8 +182,24 @@ def main_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
     return {"docs": stats.docs_read}
 
 
-def _check_same_run(spec: RunSpec, shards: list[Shard]) -> None:
-    """Refuse to mix a rerun with finished shards of a different config or input."""
+def _delete_run(out_dir: Path) -> None:
+    """Delete what runs write in ``out_dir`` (work files, stats, embeddings, partition
+    folders of ``part-*.parquet``); anything else a user put there stays."""
+    for child in out_dir.iterdir():
+        if child.is_symlink() or not child.is_dir():
+            continue
+        if child.name in ("_work", "stats", "_geometry") or all(
+            f.is_file() and f.name.startswith("part-") and ".parquet" in f.name for f in child.iterdir()
+        ):
+            shutil.rmtree(child)
+
+
+def _check_same_run(spec: RunSpec, shards: list[Shard], *, restart_if_changed: bool = False) -> None:
+    """Refuse to mix a rerun with finished shards of a different config or input.
+
+    With ``restart_if_changed`` a run of another config or input in the output
+    directory is deleted instead, and this one starts from nothing.
+    """
     record = {
         "config": spec.config.to_dict(),
         "shards": [[s.path, s.range.start, s.range.end] for s in shards],
@@ -193,7 +210,12 @@ def _check_same_run(spec: RunSpec, shards: list[Shard]) -> None:
     path = spec.work_dir / "run.json"
     if path.is_file():
         before = json.loads(path.read_text())
-        if before != json.loads(json.dumps(record)):
+        if before != json.loads(json.dumps(record)) and restart_if_changed:
+            log.warning("%s holds a run with another config or input: deleting it and starting over", spec.out_dir)
+            _delete_run(spec.out_dir)
+            spec.work_dir.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(path, record)
+        elif before != json.loads(json.dumps(record)):
             raise ConfigError(
                 f"{spec.out_dir} holds a run with another config or input; "
                 "use a new output.dir (--out) or delete the old one to start over"
@@ -214,8 +236,12 @@ def merge_stats(out_dir: Path, shards: list[Shard]) -> Stats:
     return total
 
 
-def run_pipeline(cfg: PipelineConfig) -> Stats:
-    """Run (or resume) the pipeline described by ``cfg``; returns the run's stats."""
+def run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> Stats:
+    """Run (or resume) the pipeline described by ``cfg``; returns the run's stats.
+
+    ``restart_if_changed``: if the output directory holds a run of another config or
+    input, delete it and start over (default: refuse with a :class:`ConfigError`).
+    """
     out_dir = Path(cfg.output.dir).expanduser().resolve()
     steps = build_steps(cfg)
     if cfg.minhash.enabled:
@@ -231,7 +257,7 @@ def run_pipeline(cfg: PipelineConfig) -> Stats:
     run_key = f"{out_dir}:{os.getpid()}"
     spec = RunSpec(cfg, out_dir, steps, output_schema(fields), run_key)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_run(spec, shards)
+    _check_same_run(spec, shards, restart_if_changed=restart_if_changed)
     log.info("%d shard(s) from %d input file(s) -> %s", len(shards), len({s.path for s in shards}), out_dir)
 
     seconds: dict[str, float] = {}

@@ -104,6 +104,21 @@ def test_rerun_with_other_config_refused(tmp_path, wet_dir):
         run_pipeline(config(tmp_path / "out", inputs, **{"langid.threshold": 0.9}))
 
 
+def test_restart_if_changed_replaces_a_run_of_another_config(tmp_path, wet_dir):
+    inputs = [wet_dir / "CC-MAIN-2024-22-00000.one-page.warc.wet.gz"]
+    out = tmp_path / "out"
+    run_pipeline(config(out, inputs))
+    (out / "notes.txt").write_text("mine")
+    changed = config(out, inputs, **{"langid.threshold": 0.9})
+    with pytest.raises(ConfigError, match="another config"):
+        run_pipeline(changed)
+    stats = run_pipeline(changed, restart_if_changed=True)
+    assert stats.docs_read >= 1
+    assert json.loads((out / "_work" / "run.json").read_text())["config"]["langid"]["threshold"] == 0.9
+    assert (out / "notes.txt").read_text() == "mine"  # not ours: kept
+    run_pipeline(changed, restart_if_changed=True)  # same config: resumes, nothing deleted
+
+
 def test_configs_default_yaml_is_the_code_default():
     """`ccpipe run` without --config and with configs/default.yaml must be one pipeline
     (langid.max_chars once differed: 2000 in the file, whole text in the code)."""
