@@ -209,19 +209,17 @@ def _check_same_run(spec: RunSpec, shards: list[Shard], *, restart_if_changed: b
     record["config"]["output"].pop("dir", None)
     path = spec.work_dir / "run.json"
     if path.is_file():
-        before = json.loads(path.read_text())
-        if before != json.loads(json.dumps(record)) and restart_if_changed:
-            log.warning("%s holds a run with another config or input: deleting it and starting over", spec.out_dir)
-            _delete_run(spec.out_dir)
-            spec.work_dir.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(path, record)
-        elif before != json.loads(json.dumps(record)):
+        if json.loads(path.read_text()) == json.loads(json.dumps(record)):
+            return
+        if not restart_if_changed:
             raise ConfigError(
                 f"{spec.out_dir} holds a run with another config or input; "
                 "use a new output.dir (--out) or delete the old one to start over"
             )
-    else:
-        write_json_atomic(path, record)
+        log.warning("%s holds a run with another config or input: deleting it and starting over", spec.out_dir)
+        _delete_run(spec.out_dir)
+    spec.work_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, record)
 
 
 def merge_stats(out_dir: Path, shards: list[Shard]) -> Stats:
