@@ -134,7 +134,7 @@ def test_alpha_word_count_is_the_regex_count():
     regex = re.compile(r"\S*[^\W\d_]\S*")
     texts = [d.raw_content for d in read_wet(str(data_path("wet", "CC-MAIN-2016-50-00009.excerpt-en.warc.wet.gz")), Stats())][:40]
     texts += ["abc 123 -- __ ab_1 1a a1 ... \u00e9 12\u00e9 \u00bd \u00b2, x\u00a0y 42\u2003z\u3000\u6f22\u5b57 \u0661\u0662",
-              "", "   ", "42 \U0001F600 emoji \U0001D400x"]
+              "", "   ", "42 \U0001F600 emoji \U0001D400x", "lone \ud800 surrogate 7\udfff"]
     for t in texts:
         assert count_alpha_words(t) == len(regex.findall(t)), t[:80]
 
