@@ -46,12 +46,42 @@ def test_signatures_are_datasketch_minhashes():
     assert mc.has_shingles(sig).tolist() == [True, True, False, False]
     # the same values as a fresh MinHash fed each document's shingle hashes one by one
     # (also after another document: the reused MinHash must not carry state over)
-    texts = _paragraphs()[:3]
+    # and for a document of several update_batch chunks
+    texts = _paragraphs()[:3] + [" ".join(_paragraphs()[3:20])]
+    assert mc.shingle_hashes(texts[-1]).size > 2 * mc.CHUNK
     sigs = mc.signatures(texts)
     for t, row in zip(texts, sigs):
         m = datasketch.MinHash(num_perm=128, seed=1, hashfunc=int, scheme="affine32")
         m.update_batch(mc.shingle_hashes(t).tolist())
         assert np.array_equal(m.hashvalues, row)
+
+
+def _reference_shingles(text: str, ngram: int = 5) -> list[int]:
+    """Shingle hashes from the word hashes by the definition, with Python ints."""
+    wh = [int(x) for x in mc.word_hashes(text)]
+    n = min(ngram, len(wh))
+    out = []
+    for i in range(len(wh) - n + 1 if wh else 0):
+        h = sum(w * pow(mc._K_WORD, j, 1 << 64) for j, w in enumerate(wh[i : i + n])) % (1 << 64)
+        h ^= h >> 29
+        h = h * int(mc._M64) % (1 << 64)
+        out.append((h ^ (h >> 29)) >> 32)
+    return out
+
+
+def test_documents_hashed_together_get_their_own_shingles(monkeypatch):
+    paras = _paragraphs()
+    texts = ["", paras[0], "two words", " ,;\t\n", "Ünïcödé WÖRDS, 123 ÄÖ and ΣΊΣΥΦΟΣ", "", paras[1],
+             "one two three four five", " ".join(paras[2:40])]
+    monkeypatch.setattr(mc, "BLOCK_BYTES", 2000)  # several blocks, one document over a block
+    many = mc.shingle_hashes_many(texts)
+    assert len(many) == len(texts)
+    for t, got in zip(texts, many):
+        assert got.dtype == np.uint32
+        assert got.tolist() == _reference_shingles(t)
+    assert [x.size for x in many[:4]] == [0, len(mc._split_words(paras[0])) - 4, 1, 0]
+    # ASCII capitals are lowered by the byte table, the rest by str.lower()
+    assert mc._normalised("Ab ÄÖ Σ") == mc._normalised("ab äö σ") == "ab\x00äö\x00σ".encode()
 
 
 def test_vectorised_hashes_follow_the_words():

@@ -147,10 +147,11 @@ class MinHashSignatures(Step):
         st = ctx.stats.step(self.name)
 
         def flush() -> Iterator[Document]:
-            sh = [mc.shingle_hashes(d.raw_content, self.ngram) for d in batch]
+            sh = mc.shingle_hashes_many([d.raw_content for d in batch], self.ngram)
+            if self.keep_shingles:  # the set gives the same signature as the list
+                sh = [mc.sorted_unique(x) for x in sh]
+                shingles.extend(sh)
             sigs.append(mc.signatures_of(sh, self.num_perm, self.seed))
-            if self.keep_shingles:
-                shingles.extend(np.unique(x) for x in sh)
             for d in batch:
                 placement.append(partitions.setdefault(partition_of(d), len(partitions)))
                 lengths.append(len(d.raw_content))
