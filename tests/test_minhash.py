@@ -80,6 +80,8 @@ def test_documents_hashed_together_get_their_own_shingles(monkeypatch):
         assert got.dtype == np.uint32
         assert got.tolist() == _reference_shingles(t)
     assert [x.size for x in many[:4]] == [0, len(mc._split_words(paras[0])) - 4, 1, 0]
+    assert mc.shingle_hashes_many([]) == [] and mc.signatures([]).shape == (0, 128)
+    assert [x.size for x in mc.shingle_hashes_many(["", " ;; ", ""])] == [0, 0, 0]
     # ASCII capitals are lowered by the byte table, the rest by str.lower()
     assert mc._normalised("Ab ÄÖ Σ") == mc._normalised("ab äö σ") == "ab\x00äö\x00σ".encode()
 
