@@ -40,16 +40,13 @@ def geometry_dir(run_dir: str | os.PathLike[str]) -> Path:
 
 
 def discover_shards(run_dir: str | os.PathLike[str]) -> list[Path]:
-    """``<run>/*/part-*.parquet``, skipping directories that start with ``_`` or ``.``."""
+    """The run's row files (``ccpipe.io.dataset.shard_files``: ``<run>/data/**/part-*.parquet``)."""
+    from ccpipe.io.dataset import shard_files
+
     run = Path(run_dir)
     if not run.is_dir():
         raise StoreError(f"run directory {run} does not exist; pass the pipeline's output run directory")
-    shards = [
-        p
-        for p in sorted(run.glob("*/part-*.parquet"))
-        if not p.parent.name.startswith(("_", ".")) and not p.name.startswith(".")
-    ]
-    return shards
+    return shard_files(run)
 
 
 def write_json_atomic(path: Path, obj: object) -> None:

@@ -109,15 +109,15 @@ def load_stats(run: Path) -> dict:
 
 
 def load_docs(run: Path) -> pa.Table:
+    from ccpipe.io.dataset import partition_name, shard_files
+
     parts = []
-    for path in sorted(run.glob("*/part-*.parquet")):
-        if path.parent.name.startswith(("_", ".")) or path.name.startswith("."):
-            continue
+    for path in shard_files(run):
         pf = pq.ParquetFile(path)
         names = set(pf.schema_arrow.names)
         cols = [c for c in COLUMNS if c in names]
         t = pf.read(columns=cols)
-        t = t.append_column("partition", pa.array([path.parent.name] * t.num_rows, type=pa.string()))
+        t = t.append_column("partition", pa.array([partition_name(path)] * t.num_rows, type=pa.string()))
         parts.append(t)
     if not parts:
         return pa.table({"id": pa.array([], pa.string()), "partition": pa.array([], pa.string())})

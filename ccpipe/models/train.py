@@ -169,12 +169,12 @@ def cutoffs_from_values(by_lang: dict[str, list[float]], min_docs: int = 10) -> 
 
 def cutoffs_from_run(run_dir: Path, out: Path, sample: int = 0, min_docs: int = 10, seed: int = 0) -> dict[str, list[float]]:
     """Per-language percentiles of the ``perplexity`` column of a finished run's parquet."""
-    import pyarrow.dataset as ds
+    from ccpipe.io.dataset import read_rows, shard_files
 
-    files = [p for p in Path(run_dir).glob("*/part-*.parquet")]
+    files = shard_files(run_dir)
     if not files:
         raise ModelError(f"no parquet shards under {run_dir}: run the pipeline with perplexity enabled first")
-    table = ds.dataset([str(p) for p in files], format="parquet").to_table(columns=["language", "perplexity"])
+    table = read_rows(run_dir, ["language", "perplexity"], files)
     langs = table.column("language").to_pylist()
     pps = table.column("perplexity").to_numpy(zero_copy_only=False)
     by_lang: dict[str, list[float]] = {}
