@@ -282,10 +282,25 @@ def _segment_name(path: str, warcinfo_filename: str | None) -> str:
     return path
 
 
-def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str | None = None) -> Iterator[Document]:
+def _decode_cut(body: bytes) -> str:
+    """UTF-8 text of a body cut off at the end of its file: a character split by the
+    cut (its first 1-3 bytes at the very end) is dropped; damage elsewhere raises."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.reason == "unexpected end of data" and e.start >= len(body) - 3:
+            return body[: e.start].decode("utf-8")
+        raise
+
+
+def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str | None = None,
+             truncated: str = "keep") -> Iterator[Document]:
     """Yield the conversion records of one WET file (or a byte range of it) as Documents.
 
     ``stats`` receives ``docs_read``/``chars_read`` and every problem by reason.
+    ``truncated``: a record cut off by the end of the file is kept with its readable
+    text and ``Document.truncated`` set (``keep``, counted as
+    ``records_truncated_kept``), or counted as the error ``truncated_record`` (``drop``).
     """
     segment = segment or path
     logged = 0
@@ -300,14 +315,15 @@ def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str
                 continue
             # a conversion record, or a record too damaged to tell: a document
             stats.docs_read += 1
-            reason = None if rec.status in ("ok", "repaired") else rec.status
+            cut = rec.status == "truncated_record" and truncated == "keep"
+            reason = None if rec.status in ("ok", "repaired") or cut else rec.status
             url = h.get_header("WARC-Target-URI") if h is not None else None
             rid = h.get_header("WARC-Record-ID") if h is not None else None
             if reason is None and (not url or not rid):
                 reason = "missing_header"
             if reason is None:
                 try:
-                    text = rec.body.decode("utf-8")
+                    text = _decode_cut(rec.body) if cut else rec.body.decode("utf-8")
                 except UnicodeDecodeError:
                     reason = "not_utf8"
             if reason is not None:
@@ -318,6 +334,8 @@ def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str
                 continue
             if rec.status == "repaired":
                 stats.counters["records_length_repaired"] += 1
+            if cut:
+                stats.counters["records_truncated_kept"] += 1
             stats.chars_read += len(text)
             lines = text.split("\n")
             # WET bodies end with blank lines; CCNet drops them, as do we
@@ -336,4 +354,5 @@ def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str
                 cc_segment=segment,
                 content_length=int(h.get_header("Content-Length") or 0),
                 cc_languages=h.get_header("WARC-Identified-Content-Language"),
+                truncated=cut,
             )
