@@ -187,8 +187,9 @@ def read_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
 
 def _read_shard(spec: RunSpec, shard: Shard, stats: Stats) -> Iterator[Document]:
     """The shard's documents, each with its position: from the read pass's scratch copy
-    when the run has one."""
-    if spec.scratch:
+    when the run has one (a shard redone after its copy was deleted reads its input
+    again: the same documents in the same order)."""
+    if spec.scratch and spec.doc_cache(shard.task_id).is_file():
         stats.merge(Stats.load(spec.read_stats_path(shard.task_id)))
         return read_doc_cache(spec.doc_cache(shard.task_id))
 
