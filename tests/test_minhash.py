@@ -240,6 +240,43 @@ def test_planted_near_duplicates_removed_across_shards(tmp_path, planted):
     assert not list((tmp_path / "out").rglob(".part-*.tmp"))
 
 
+def test_duplicated_pages_keep_one_intact_copy_with_line_dedup_on(tmp_path, planted):
+    """Documents are resolved before line dedup: each planted group ends with exactly one
+    document, whose text is the page's whole text (line dedup found nothing to strip,
+    since the pages share no lines with other, different pages)."""
+    wet, truth = planted
+    from ccpipe.io.wet import read_wet
+
+    source = {d.id: d.raw_content for d in read_wet(str(wet), Stats())}
+    stats = run_pipeline(_config(tmp_path / "out", [wet], **{"dedup.enabled": True, "executor.workers": 2}))
+    rows = _table(tmp_path / "out")
+    assert stats.steps["minhash"].dropped == {"near_duplicate": truth["removed"]}
+    assert len(rows) == truth["n"] - truth["removed"]
+    assert all(r["raw_content"] == source[r["id"]] for r in rows)  # every kept page intact
+    assert sorted(r["dup_cluster_size"] for r in rows if r["dup_cluster_size"] > 1) == [2, 2, 3]
+    assert list(stats.steps)[:2] == ["minhash", "line_dedup"]
+    # CCNet's order (line dedup alone): the copies strip each other's shared lines
+    ccnet = run_pipeline(_config(tmp_path / "ccnet", [wet], **{"dedup.enabled": True, "minhash.enabled": False}))
+    members = ("https://site3.example/p", "https://site10.example/p", "https://site25.example/p")
+    group_rows = [r for r in _table(tmp_path / "ccnet") if r["url"] in members or "mirror.example" in r["url"]]
+    assert not any(r["raw_content"] == source[r["id"]] for r in group_rows)  # no intact copy of any group
+    assert ccnet.steps["line_dedup"].counters["lines_out"] < ccnet.steps["line_dedup"].counters["lines_in"]
+
+
+def test_the_same_input_twice_gives_the_rows_of_once(tmp_path):
+    """The 2017 excerpt and its single-gzip-stream twin hold the same 170 records: given
+    together, one copy of each survives, with exactly the rows of one file alone."""
+    files = [data_path("wet", "CC-MAIN-2017-30-00008.excerpt.warc.wet.gz"),
+             data_path("wet", "CC-MAIN-2017-30-00008.excerpt.single-gzip-stream.wet.gz")]
+    over = {"dedup.enabled": True, "input.split_mb": 0.0, "executor.workers": 2, "langid.threshold": 0.5}
+    once = run_pipeline(_config(tmp_path / "once", files[:1], **over))
+    twice = run_pipeline(_config(tmp_path / "twice", files, **over))
+    assert once.docs_kept > 140
+    key = lambda r: (r["id"], r["raw_content"], r["url"])  # noqa: E731
+    assert sorted(map(key, _table(tmp_path / "twice"))) == sorted(map(key, _table(tmp_path / "once")))
+    assert twice.docs_kept == once.docs_kept and twice.steps["minhash"].dropped["near_duplicate"] >= 157
+
+
 def test_keep_longest_and_threshold(tmp_path, planted):
     wet, truth = planted
     run_pipeline(_config(tmp_path / "long", [wet], **{"minhash.keep": "longest"}))
