@@ -118,6 +118,8 @@ def summary(stats, out_dir: Path) -> str:
         lines.append(f"errors: {d['errors']}")
     if d["file_errors"]:
         lines.append(f"file problems: {d['file_errors']}")
+    for path, text in d["file_problems"].items():
+        lines.append(f"  {path}: {text}")
     top = list(d["kept_by_language"].items())[:12]
     if top:
         lines.append("kept by partition: " + ", ".join(f"{k} {v}" for k, v in top))

@@ -23,6 +23,7 @@ from ccpipe.config import PipelineConfig
 from ccpipe.errors import ConfigError
 from ccpipe.executors import make_executor
 from ccpipe.document import Document
+from ccpipe.io import input_check
 from ccpipe.io.doc_cache import read_doc_cache, write_doc_cache
 from ccpipe.io.inputs import Shard, plan_shards
 from ccpipe.io.parquet import ShardWriter, output_schema, partition_of
@@ -224,8 +225,12 @@ def _check_same_run(spec: RunSpec, shards: list[Shard], *, restart_if_changed: b
 
 def merge_stats(out_dir: Path, shards: list[Shard]) -> Stats:
     total = Stats()
+    inputs = input_check.InputTally()
     for s in shards:
-        total.merge(Stats.load(out_dir / "stats" / "shards" / f"part-{s.task_id:05d}.json"))
+        shard_stats = Stats.load(out_dir / "stats" / "shards" / f"part-{s.task_id:05d}.json")
+        inputs.add(s.path, shard_stats)
+        total.merge(shard_stats)
+    inputs.apply(total)  # names input files that gave nothing usable
     for marker in sorted((out_dir / "_work" / "line_hashes").glob("group-*.done")):
         merge_counters(total.step("line_dedup").counters, json.loads(marker.read_text()))
     if minhash.STEP_NAME in total.steps:
@@ -288,4 +293,5 @@ def run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> St
     for phase, sec in seconds.items():
         stats.counters[f"wall_seconds_{phase}"] = round(sec, 3)
     stats.save(out_dir / "stats" / "run.json")
+    input_check.report(stats)  # raises when no input yielded a record
     return stats

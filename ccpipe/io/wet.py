@@ -210,6 +210,7 @@ def _frame_records(chunks: Iterator[bytes], stats: Stats) -> Iterator[RawRecord]
             eof = True
             return False
         buf.extend(block)
+        stats.counters["bytes_uncompressed"] += len(block)
         return True
 
     skipped = 0
