@@ -157,6 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     except CcpipeError as e:
         log.error("%s", e)
         return 2
+    except KeyboardInterrupt:
+        log.error("%s", INTERRUPTED.get(args.command, f"{args.command}: interrupted"))
+        return 130
+    except OSError as e:  # a full disk, an unwritable or vanished path: say which, no traceback
+        log.debug("details", exc_info=True)
+        log.error("%s: %s (-v shows the traceback)", args.command, e)
+        return 2
+
+
+# What an interrupted command (Ctrl-C) says instead of a KeyboardInterrupt traceback.
+INTERRUPTED = {
+    "run": "run stopped (interrupted); finished work is kept on disk: run the same command again to resume it",
+    "audit": "audit interrupted; no report was written",
+}
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterator, Sequence
 
+from ccpipe import lifeline
 from ccpipe.config import ExecutorConfig
 from ccpipe.errors import ConfigError
 from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights
@@ -37,12 +38,16 @@ class RayExecutor(Executor):
         self.cfg = cfg
         self._ray = ray
         self._owns = False
+        self._guardian: lifeline.Guardian | None = None
         if not ray.is_initialized():
             kwargs: dict[str, Any] = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
             if cfg.ray_address:
                 ray.init(address=cfg.ray_address, **kwargs)
             else:
+                before = lifeline.descendant_pids()
                 ray.init(num_cpus=cfg.workers or None, **kwargs)
+                # the Ray processes this run started go when it goes, even by kill -9
+                self._guardian = lifeline.Guardian.of_new_descendants(before)
             self._owns = True
         self._remote = ray.remote(_call).options(
             num_cpus=1, max_retries=cfg.max_retries, retry_exceptions=True
@@ -94,3 +99,6 @@ class RayExecutor(Executor):
     def close(self) -> None:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
+        if self._guardian is not None:
+            self._guardian.release()
+            self._guardian = None
