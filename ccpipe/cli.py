@@ -35,6 +35,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crawl", help="Common Crawl snapshot id, e.g. CC-MAIN-2024-22 (input.crawl)")
     p.add_argument("--segments", help="lines of the crawl's wet.paths.gz, e.g. 0-9 (input.segments)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the scratch directory <out>/_work after success (output.keep_work)")
     p.add_argument("--restart-if-changed", action="store_true",
                    help="if --out holds a run of another config or input, delete it and start over "
                         "(default: refuse); a run of the same config still resumes")
@@ -63,6 +65,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             o[key] = v
     if args.no_progress:
         o["executor.progress"] = False
+    if args.keep_work:
+        o["output.keep_work"] = True
     for item in args.set:
         k, v = parse_override(item)
         o[k] = v
@@ -174,4 +178,8 @@ INTERRUPTED = {
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m ccpipe.cli`: run the imported module's main, whose COMMANDS the
+    # plugin subcommands (audit, models) register into, not this __main__ copy's
+    from ccpipe.cli import main as _main
+
+    sys.exit(_main())

@@ -265,6 +265,11 @@ class OutputConfig:
     """Parquet compression codec."""
     row_group_rows: int = 5000
     """Rows per parquet row group."""
+    keep_work: bool = False
+    """Keep the scratch directory ``<dir>/_work`` (line hashes, staged parquet,
+    MinHash signatures and clusters) after a successful run; by default it is
+    deleted, since rows, stats and the run record are all a finished run needs.
+    A rerun with another ``keep_work`` is the same run."""
 
     def __post_init__(self) -> None:
         if self.compression not in ("zstd", "snappy", "gzip", "lz4", "brotli", "none"):

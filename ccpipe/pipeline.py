@@ -19,6 +19,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
+from ccpipe import rundir
 from ccpipe.config import PipelineConfig
 from ccpipe.errors import ConfigError
 from ccpipe.executors import make_executor
@@ -207,10 +208,10 @@ def _check_same_run(spec: RunSpec, shards: list[Shard], *, restart_if_changed: b
         "steps": [s.name for s in spec.steps],
     }
     record["config"]["executor"] = None  # how it runs does not change what it makes
-    record["config"]["output"].pop("dir", None)
-    path = spec.work_dir / "run.json"
-    if path.is_file():
-        if json.loads(path.read_text()) == json.loads(json.dumps(record)):
+    rundir.strip_runtime_keys(record["config"])
+    saved = rundir.load_record(spec.out_dir)
+    if saved is not None:
+        if saved == json.loads(json.dumps(record)):
             return
         if not restart_if_changed:
             raise ConfigError(
@@ -220,7 +221,7 @@ def _check_same_run(spec: RunSpec, shards: list[Shard], *, restart_if_changed: b
         log.warning("%s holds a run with another config or input: deleting it and starting over", spec.out_dir)
         _delete_run(spec.out_dir)
     spec.work_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, record)
+    rundir.save_record(spec.out_dir, record)
 
 
 def merge_stats(out_dir: Path, shards: list[Shard]) -> Stats:
@@ -244,7 +245,18 @@ def run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> St
 
     ``restart_if_changed``: if the output directory holds a run of another config or
     input, delete it and start over (default: refuse with a :class:`ConfigError`).
+    The output directory is locked for the run (a second run into it is refused,
+    naming the first) and its ``_work`` scratch is deleted after success unless
+    ``output.keep_work`` (``ccpipe.rundir``).
     """
+    out_dir = rundir.prepare(Path(cfg.output.dir).expanduser().resolve())
+    with rundir.locked(out_dir):
+        stats = _run_pipeline(cfg, restart_if_changed=restart_if_changed)
+        rundir.finish(out_dir, keep_work=cfg.output.keep_work)
+    return stats
+
+
+def _run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> Stats:
     out_dir = Path(cfg.output.dir).expanduser().resolve()
     steps = build_steps(cfg)
     if cfg.minhash.enabled:
@@ -261,6 +273,9 @@ def run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> St
     spec = RunSpec(cfg, out_dir, steps, output_schema(fields), run_key)
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_run(spec, shards, restart_if_changed=restart_if_changed)
+    if rundir.is_finished(out_dir):  # done, scratch deleted: nothing left to do
+        log.info("%s holds this run, finished: nothing to do", out_dir)
+        return Stats.load(out_dir / "stats" / "run.json")
     log.info("%d shard(s) from %d input file(s) -> %s", len(shards), len({s.path for s in shards}), out_dir)
 
     seconds: dict[str, float] = {}
