@@ -28,7 +28,7 @@ from ccpipe.io import input_check
 from ccpipe.io.doc_cache import read_doc_cache, write_doc_cache
 from ccpipe.io.inputs import Shard, plan_shards
 from ccpipe.io.parquet import ShardWriter, output_schema, partition_of
-from ccpipe.io.wet import read_wet
+from ccpipe.io.wet import read_input
 from ccpipe.stats import Stats, merge_counters, write_json_atomic
 from ccpipe.steps.base import Step, TaskContext, counted
 from ccpipe.steps.dedup import LineDedup, group_files, hash_documents, merge_group, shard_hashes_dir
@@ -120,7 +120,7 @@ def hash_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
     spec, shard = args
     read_stats = Stats()
     out = shard_hashes_dir(spec.work_dir, shard.task_id)
-    docs = write_doc_cache(spec.doc_cache(shard.task_id), read_wet(shard.path, read_stats, shard.range))
+    docs = write_doc_cache(spec.doc_cache(shard.task_id), read_input(shard.path, read_stats, shard.range, spec.config.input))
     counters = hash_documents(docs, out, shard.index_in_group, spec.config.dedup.keep_first)
     read_stats.save(spec.read_stats_path(shard.task_id))
     write_json_atomic(spec.hash_marker(shard.task_id), counters)
@@ -133,7 +133,7 @@ def _read_shard(spec: RunSpec, shard: Shard, stats: Stats) -> Iterator[Document]
     if cache.is_file() and spec.read_stats_path(shard.task_id).is_file():
         stats.merge(Stats.load(spec.read_stats_path(shard.task_id)))
         return read_doc_cache(cache)
-    return read_wet(shard.path, stats, shard.range)
+    return read_input(shard.path, stats, shard.range, spec.config.input)
 
 
 def merge_task(args: tuple[RunSpec, int, list[Shard]]) -> dict[str, Any]:

@@ -63,6 +63,24 @@ def always_fails(x: int) -> int:
     raise ValueError(f"bad item {x}")
 
 
+def broken_input(log: str) -> int:
+    """A ccpipe error (a broken input): counts its attempts in ``log``."""
+    from ccpipe.errors import InputError
+
+    with open(log, "a") as f:
+        f.write("attempt\n")
+    raise InputError("input x.wet.gz: HTTP 404 Not Found")
+
+
+def test_ccpipe_errors_are_not_retried_and_keep_their_message(tmp_path):
+    from ccpipe.errors import InputError
+
+    log = tmp_path / "attempts"
+    with pytest.raises(InputError, match="HTTP 404 Not Found"):
+        list(_executor(max_retries=2).map(broken_input, [str(log)], desc="bad input"))
+    assert log.read_text().count("attempt") == 1
+
+
 def test_map_yields_every_result_once():
     ex = _executor()
     got = dict(ex.map(square, list(range(10)), desc="sq"))

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ccpipe import lifeline
 from ccpipe.config import ExecutorConfig
-from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights
+from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights, retryable
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,8 @@ class LocalExecutor(Executor):
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _retry_or_raise(self, item: Any, w: float, err: BaseException, attempts: dict[int, int], pending: list) -> None:
+        if not retryable(err):
+            raise err
         key = id(item)
         attempts[key] = attempts.get(key, 0) + 1
         if attempts[key] > self.cfg.max_retries:

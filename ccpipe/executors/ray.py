@@ -20,13 +20,26 @@ from typing import Any, Callable, Iterator, Sequence
 from ccpipe import lifeline
 from ccpipe.config import ExecutorConfig
 from ccpipe.errors import ConfigError
-from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights
+from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights, retryable
 
 log = logging.getLogger(__name__)
 
 
+class _NotRetryable:
+    """A task's error that retrying cannot fix (``retryable``), returned rather than
+    raised so that Ray does not retry it."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
 def _call(fn: Callable[[Any], Any], item: Any) -> Any:
-    return fn(item)
+    try:
+        return fn(item)
+    except Exception as e:
+        if retryable(e):
+            raise
+        return _NotRetryable(e)
 
 
 class RayExecutor(Executor):
@@ -89,6 +102,8 @@ class RayExecutor(Executor):
                         raise TaskFailed(
                             f"{describe(item)} failed (Ray retries up to {self.cfg.max_retries}); last error: {cause!r}"
                         ) from e
+                    if isinstance(result, _NotRetryable):
+                        raise result.error
                     progress.update(w, result)
                     yield item, result
         finally:
