@@ -113,10 +113,11 @@ def describe_empty(path: str, f: FileTally) -> str:
 
 def sniff(path: str) -> str:
     """What the first bytes of a file look like: empty, gzip or not, text or binary."""
+    from ccpipe.io.http import Backoff
     from ccpipe.io.wet import open_binary
 
     try:
-        with open_binary(path) as fh:
+        with open_binary(path, Backoff(attempts=1, timeout=30.0)) as fh:  # a description: one try
             head = fh.read(_SNIFF_BYTES)
     except Exception as e:  # noqa: BLE001 - a description, never a new failure
         return f"could not look inside ({e})"
