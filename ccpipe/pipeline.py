@@ -249,8 +249,7 @@ def run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> St
     naming the first) and its ``_work`` scratch is deleted after success unless
     ``output.keep_work`` (``ccpipe.rundir``).
     """
-    out_dir = rundir.prepare(Path(cfg.output.dir).expanduser().resolve())
-    with rundir.locked(out_dir):
+    with rundir.claim(Path(cfg.output.dir).expanduser().resolve()) as out_dir:
         stats = _run_pipeline(cfg, restart_if_changed=restart_if_changed)
         rundir.finish(out_dir, keep_work=cfg.output.keep_work)
     return stats

@@ -5,7 +5,8 @@
 - :func:`locked`: one ``ccpipe run`` at a time per directory. An exclusive
   ``flock`` on ``<out>/.ccpipe.lock`` is held for the whole run; the file holds
   the holder's pid, host, command and start time, so a second run says who has
-  it. The kernel drops the lock when the holder dies, even by ``kill -9``, so a
+  it. :func:`claim` does both for a run, and removes a directory it created
+  when the run fails before writing anything. The kernel drops the lock when the holder dies, even by ``kill -9``, so a
   stale file never blocks a resume. (``flock`` works on local disks and on NFS,
   where Linux maps it to NFS byte-range locks.)
 - The run record (``<out>/stats/run_config.json``: the config without how it
@@ -144,6 +145,23 @@ def locked(out_dir: Path) -> Iterator[dict[str, Any]]:
         os.ftruncate(fd, 0)  # released: the file names nobody
     finally:
         os.close(fd)  # closing drops the lock
+
+
+@contextmanager
+def claim(out_dir: Path) -> Iterator[Path]:
+    """:func:`prepare` + :func:`locked` for a run; a directory this call created is
+    removed again when the run fails before writing anything into it (a missing
+    model, a bad input path), so a failed start leaves no trace."""
+    out_dir = Path(out_dir)
+    created = not out_dir.exists()
+    prepare(out_dir)
+    try:
+        with locked(out_dir):
+            yield out_dir
+    except BaseException:
+        if created and {p.name for p in out_dir.iterdir()} <= {LOCK_NAME}:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
 
 
 def load_record(out_dir: Path) -> dict[str, Any] | None:
