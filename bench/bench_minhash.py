@@ -113,8 +113,7 @@ def sign(texts: list[str], ids: list[str], shards: int, work: Path, bands: int, 
         sh = [mc.sorted_unique(x) for x in mc.shingle_hashes_many(texts[lo:hi])]
         sig = mc.signatures_of(sh)
         minhash.write_shard(minhash.shard_dir(work, t), sig, np.array([len(x) for x in texts[lo:hi]]),
-                            np.zeros(hi - lo, np.int32), ["all"], bands, rows, buckets, ids[lo:hi],
-                            sh)
+                            bands, rows, buckets, ids[lo:hi], sh)
 
 
 def cluster(work: Path, shards: int, verify: str, threshold: float | None, buckets: int) -> dict[str, tuple[int, int, bool]]:

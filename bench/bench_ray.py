@@ -20,7 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -31,13 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def table(out: Path) -> list[tuple]:
+    from ccpipe.io.dataset import partition_name, read_rows, shard_files
+
     got = []
-    for f in sorted(out.glob("*/part-*.parquet")):
-        if f.parent.name.startswith(("_", ".")):
-            continue
-        t = pq.read_table(f)
-        cols = [c for c in ("id", "raw_content", "language", "dup_cluster_id", "dup_cluster_size") if c in t.column_names]
-        got += [(f.parent.name, *r.values()) for r in t.select(cols).to_pylist()]
+    for f in shard_files(out):
+        t = read_rows(out, ["id", "raw_content", "language", "dup_cluster_id", "dup_cluster_size"], files=[f])
+        got += [(partition_name(f), *r.values()) for r in t.to_pylist()]
     return sorted(got)
 
 

@@ -33,6 +33,10 @@ class InputConfig:
     split_mb: float = 4.0
     """Split per-record-gzip files into shards of about this many compressed MB
     (0 = one shard per file). Smaller shards balance workers better."""
+    truncated: str = "keep"
+    """A record cut off by the end of its file: ``keep`` its readable text (flagged
+    in the ``truncated`` column, counted as ``records_truncated_kept``, as cc_net
+    keeps it) or ``drop`` it (counted as the error ``truncated_record``)."""
     on_error: str = "fail"
     """An input that stays unreadable (cannot be opened, its download keeps
     failing): ``fail`` stops the run; ``skip`` names it in the stats
@@ -50,6 +54,8 @@ class InputConfig:
     def __post_init__(self) -> None:
         if self.split_mb < 0:
             raise ConfigError("input.split_mb must be >= 0")
+        if self.truncated not in ("keep", "drop"):
+            raise ConfigError(f"input.truncated must be 'keep' or 'drop', got {self.truncated!r}")
         if self.on_error not in ("fail", "skip"):
             raise ConfigError(f"input.on_error must be 'fail' or 'skip', got {self.on_error!r}")
         if self.retry_attempts < 1:
@@ -68,7 +74,9 @@ class DedupConfig:
     group_size: int = 50
     """Shards whose line hashes are pooled (CCNet: 50 shards, ~3% of a snapshot)."""
     keep_first: bool = False
-    """Keep the first occurrence of a repeated line (CCNet removes every occurrence)."""
+    """Keep the first occurrence in the group of a line found in two or more documents
+    (cc_net removes every occurrence; a line repeated only inside one document keeps
+    its first occurrence either way)."""
 
     def __post_init__(self) -> None:
         if self.group_size < 1:
@@ -115,7 +123,19 @@ class PerplexityConfig:
     languages: list[str] | None = None
     """Languages to score (each needs both models); default: every language with models."""
     cutoffs: str | None = None
-    """Percentile table (CCNet's ``cutoff.csv`` layout); default ``<model_dir>/cutoff.csv``."""
+    """Reference percentile table (CCNet's ``cutoff.csv`` layout); default
+    ``<model_dir>/cutoff.csv``. Used by ``calibration: reference``, and for languages
+    with too few documents in the run to calibrate on."""
+    calibration: str = "run"
+    """Where the bucket cutoffs come from: ``run`` (each language's percentiles over
+    the run's own kept documents, placed in buckets in a last phase) or
+    ``reference`` (the ``cutoffs`` table, as CCNet did with its ``cutoff.csv``)."""
+    calibration_sample: int = 1_000_000
+    """With ``calibration: run``, at most this many documents per language (a
+    deterministic sample by document id beyond that) give the percentiles."""
+    min_calibration_docs: int = 10
+    """With ``calibration: run``, a language with fewer scored documents in the run
+    takes the reference table's cutoffs when the table has it."""
     head_percentile: int = 30
     """Documents below this perplexity percentile of their language are ``head``."""
     middle_percentile: int = 60
@@ -123,6 +143,12 @@ class PerplexityConfig:
 
     def __post_init__(self) -> None:
         self.enabled = _auto_flag(self.enabled, "perplexity.enabled")
+        if self.calibration not in ("run", "reference"):
+            raise ConfigError(f"perplexity.calibration must be 'run' or 'reference', got {self.calibration!r}")
+        if self.calibration_sample < 100:
+            raise ConfigError("perplexity.calibration_sample must be >= 100")
+        if self.min_calibration_docs < 1:
+            raise ConfigError("perplexity.min_calibration_docs must be >= 1")
         if not 0 < self.head_percentile < self.middle_percentile < 100:
             raise ConfigError(
                 "perplexity percentiles must satisfy 0 < head_percentile < middle_percentile < 100, "
@@ -204,7 +230,8 @@ class QualityConfig(GopherRules):
 @dataclass(kw_only=True)
 class MinHashConfig:
     enabled: bool = True
-    """Remove near-duplicate documents (MinHash LSH across every shard of the run)."""
+    """Remove exact and near-duplicate documents (MinHash LSH across every shard of the
+    run, on the full text, before line dedup), keeping one intact copy of each."""
     num_perm: int = 128
     """Hash permutations per signature."""
     threshold: float = 0.8
@@ -280,7 +307,8 @@ class MinHashConfig:
 @dataclass(kw_only=True)
 class OutputConfig:
     dir: str = "out"
-    """Run directory: parquet under ``<dir>/<language>/``, stats under ``<dir>/stats/``."""
+    """Run directory: rows under ``<dir>/data/language=<lang>/bucket=<bucket>/`` (hive
+    layout), stats under ``<dir>/stats/``."""
     compression: str = "zstd"
     """Parquet compression codec."""
     row_group_rows: int = 5000

@@ -35,6 +35,11 @@ class Document:
     language_score: float | None = None
     cc_languages: str | None = None
     """WARC-Identified-Content-Language of 2018+ files (Common Crawl's own guess)."""
+    truncated: bool = False
+    """The record was cut off by the end of its file; ``raw_content`` is the readable part."""
+    position: int = -1
+    """Index of the record among the documents read from its shard (its place in the
+    run's scratch files); set by the run, -1 outside one."""
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

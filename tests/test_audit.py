@@ -16,6 +16,7 @@ import pytest
 from ccpipe.audit import AuditConfig, build_report, load_run
 from ccpipe.audit.report import NOT_COMPUTED
 from ccpipe.cli import main as ccpipe_main
+from ccpipe.io.dataset import partition_name, partition_path, partition_values, read_rows, shard_files
 from realrun import DATA, pipeline_run
 
 
@@ -56,10 +57,7 @@ def test_funnel_and_drop_reasons_match_the_run_stats(report: str, real_run: Path
 
 
 def test_language_mix_counts_kept_documents(report: str, real_run: Path) -> None:
-    langs = Counter()
-    for p in real_run.glob("*/part-*.parquet"):
-        if not p.parent.name.startswith("_"):
-            langs.update(pq.read_table(p, columns=["language"]).column("language").to_pylist())
+    langs = Counter(read_rows(real_run, ["language"]).column("language").to_pylist())
     t = text_of(report)
     total = sum(langs.values())
     for lang, n in langs.most_common(3):
@@ -68,14 +66,13 @@ def test_language_mix_counts_kept_documents(report: str, real_run: Path) -> None
 
 def stripped_run(src: Path, dst: Path) -> Path:
     """A run as the bare pipeline (dedup + LID) writes it: no perplexity, ref score or MinHash."""
-    base = ["id", "url", "title", "raw_content", "language", "language_score", "length", "nlines", "original_length"]
-    for p in src.glob("*/part-*.parquet"):
-        if p.parent.name.startswith("_"):
-            continue
+    base = ["id", "url", "title", "raw_content", "language_score", "length", "nlines", "original_length"]
+    for p in shard_files(src):
         t = pq.read_table(p)
-        out = dst / p.parent.name.split("_")[0] / p.name
+        v = partition_values(p)
+        out = dst / "data" / partition_path(v["language"], None) / f"part-{partition_name(p)}-{p.name}"
         out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(t.select([c for c in base if c in t.column_names]), out.with_name(f"part-{p.parent.name}-{p.name}"))
+        pq.write_table(t.select([c for c in base if c in t.column_names]), out)
     stats = json.loads((src / "stats" / "run.json").read_text())
     stats["steps"] = {k: v for k, v in stats["steps"].items() if k in ("line_dedup", "lang_id")}
     (dst / "stats").mkdir(parents=True)
@@ -90,7 +87,7 @@ def test_missing_steps_are_said_not_computed(real_run: Path, tmp_path: Path) -> 
 
 
 def test_steps_present_in_the_real_run_are_plotted(report: str, real_run: Path) -> None:
-    names = set(pq.read_schema(next(real_run.glob("en*/part-*.parquet"))).names)
+    names = set(pq.read_schema(next(p for p in shard_files(real_run) if "language=en" in str(p))).names)
     steps = json.loads((real_run / "stats" / "run.json").read_text())["steps"]
     t = text_of(report)
     if "perplexity" in names:
@@ -166,7 +163,7 @@ def test_optional_columns_when_present(tmp_path: Path, real_run: Path) -> None:
     stats["steps"] = {k: v for k, v in stats["steps"].items() if "minhash" not in k}  # the columns alone must suffice
     (run / "stats" / "run.json").write_text(json.dumps(stats))
     rng = np.random.default_rng(0)
-    src = pq.read_table(next(real_run.glob("en*/part-*.parquet")))
+    src = pq.read_table(next(p for p in shard_files(real_run) if "language=en" in str(p)))
     src = src.select([c for c in src.column_names if c not in ("perplexity", "bucket", "ref_score", "dup_cluster_id", "dup_cluster_size")])
     n = src.num_rows
     pp = rng.lognormal(6, 0.5, n)
@@ -174,11 +171,13 @@ def test_optional_columns_when_present(tmp_path: Path, real_run: Path) -> None:
     bucket = ["head" if p < cut[30] else "middle" if p < cut[60] else "tail" for p in pp]
     sizes = [3, 3, 3, 2, 2] + [1] * (n - 5)
     cids = ["c1", "c1", "c1", "c2", "c2"] + [None] * (n - 5)
-    t = src.append_column("perplexity", pa.array(pp)).append_column("bucket", pa.array(bucket)) \
+    t = src.append_column("perplexity", pa.array(pp)) \
         .append_column("ref_score", pa.array(rng.uniform(0, 1, n))).append_column("dup_cluster_id", pa.array(cids, pa.string())) \
         .append_column("dup_cluster_size", pa.array(sizes, pa.int64()))
-    (run / "en_all").mkdir(parents=True)
-    pq.write_table(t, run / "en_all" / "part-00000.parquet")
+    for b in ("head", "middle", "tail"):  # hive layout: the bucket is the folder
+        d = run / "data" / partition_path("en", b)
+        d.mkdir(parents=True)
+        pq.write_table(t.filter(pa.array([x == b for x in bucket])), d / "part-00000.parquet")
     save_cutoffs({"en": cut}, run / "cutoff.csv")
     html = build_report(run)
     txt = text_of(html)

@@ -14,6 +14,7 @@ import pytest
 from ccpipe import minhash_core as mc
 from ccpipe.config import load_config
 from ccpipe.errors import ConfigError
+from ccpipe.io.dataset import read_rows, shard_files
 from ccpipe.pipeline import run_pipeline
 from ccpipe.stats import Stats
 from ccpipe.steps.minhash import union_find
@@ -204,10 +205,7 @@ def _config(out: Path, inputs: list[Path], **overrides):
 
 
 def _table(out: Path) -> list[dict]:
-    rows = []
-    for f in sorted(out.glob("*/part-*.parquet")):
-        if not f.parent.name.startswith(("_", ".")):
-            rows += pq.read_table(f, columns=["id", "url", "raw_content", "dup_cluster_id", "dup_cluster_size"]).to_pylist()
+    rows = read_rows(out, ["id", "url", "raw_content", "dup_cluster_id", "dup_cluster_size"]).to_pylist()
     return sorted(rows, key=lambda r: r["id"])
 
 
@@ -239,7 +237,44 @@ def test_planted_near_duplicates_removed_across_shards(tmp_path, planted):
         s.check()
         assert "minhash" in s.steps
     assert sum(s.steps["minhash"].dropped["near_duplicate"] for s in shard_stats) == truth["removed"]
-    assert not list((tmp_path / "out").glob("*/.part-*.tmp"))
+    assert not list((tmp_path / "out").rglob(".part-*.tmp"))
+
+
+def test_duplicated_pages_keep_one_intact_copy_with_line_dedup_on(tmp_path, planted):
+    """Documents are resolved before line dedup: each planted group ends with exactly one
+    document, whose text is the page's whole text (line dedup found nothing to strip,
+    since the pages share no lines with other, different pages)."""
+    wet, truth = planted
+    from ccpipe.io.wet import read_wet
+
+    source = {d.id: d.raw_content for d in read_wet(str(wet), Stats())}
+    stats = run_pipeline(_config(tmp_path / "out", [wet], **{"dedup.enabled": True, "executor.workers": 2}))
+    rows = _table(tmp_path / "out")
+    assert stats.steps["minhash"].dropped == {"near_duplicate": truth["removed"]}
+    assert len(rows) == truth["n"] - truth["removed"]
+    assert all(r["raw_content"] == source[r["id"]] for r in rows)  # every kept page intact
+    assert sorted(r["dup_cluster_size"] for r in rows if r["dup_cluster_size"] > 1) == [2, 2, 3]
+    assert list(stats.steps)[:2] == ["minhash", "line_dedup"]
+    # CCNet's order (line dedup alone): the copies strip each other's shared lines
+    ccnet = run_pipeline(_config(tmp_path / "ccnet", [wet], **{"dedup.enabled": True, "minhash.enabled": False}))
+    members = ("https://site3.example/p", "https://site10.example/p", "https://site25.example/p")
+    group_rows = [r for r in _table(tmp_path / "ccnet") if r["url"] in members or "mirror.example" in r["url"]]
+    assert not any(r["raw_content"] == source[r["id"]] for r in group_rows)  # no intact copy of any group
+    assert ccnet.steps["line_dedup"].counters["lines_out"] < ccnet.steps["line_dedup"].counters["lines_in"]
+
+
+def test_the_same_input_twice_gives_the_rows_of_once(tmp_path):
+    """The 2017 excerpt and its single-gzip-stream twin hold the same 170 records: given
+    together, one copy of each survives, with exactly the rows of one file alone."""
+    files = [data_path("wet", "CC-MAIN-2017-30-00008.excerpt.warc.wet.gz"),
+             data_path("wet", "CC-MAIN-2017-30-00008.excerpt.single-gzip-stream.wet.gz")]
+    over = {"dedup.enabled": True, "input.split_mb": 0.0, "executor.workers": 2, "langid.threshold": 0.5}
+    once = run_pipeline(_config(tmp_path / "once", files[:1], **over))
+    twice = run_pipeline(_config(tmp_path / "twice", files, **over))
+    assert once.docs_kept > 140
+    key = lambda r: (r["id"], r["raw_content"], r["url"])  # noqa: E731
+    assert sorted(map(key, _table(tmp_path / "twice"))) == sorted(map(key, _table(tmp_path / "once")))
+    assert twice.docs_kept == once.docs_kept and twice.steps["minhash"].dropped["near_duplicate"] >= 157
 
 
 def test_keep_longest_and_threshold(tmp_path, planted):
@@ -253,7 +288,7 @@ def test_keep_longest_and_threshold(tmp_path, planted):
     assert strict.steps["minhash"].dropped.get("near_duplicate", 0) == expected
     off = run_pipeline(_config(tmp_path / "off", [wet], **{"minhash.enabled": False}))
     assert "minhash" not in off.steps and off.docs_kept == truth["n"]
-    one = next(f for f in (tmp_path / "off").glob("*/part-*.parquet") if not f.parent.name.startswith("_"))
+    one = shard_files(tmp_path / "off")[0]
     assert "dup_cluster_id" not in pq.read_schema(one).names
 
 
@@ -261,9 +296,9 @@ def test_same_rows_for_worker_counts_and_failed_finalize_resumes(tmp_path, plant
     wet, _ = planted
     a = run_pipeline(_config(tmp_path / "a", [wet], **{"executor.workers": 1}))
     assert a.shards >= 4
-    # a directory where shard 2's final file must go makes its finalize fail
-    part = next(f.parent.name for f in (tmp_path / "a").glob("*/part-00002.parquet") if not f.parent.name.startswith("_"))
-    blocker = tmp_path / "b" / part / "part-00002.parquet"
+    # a directory where shard 2's final file must go makes its last phase fail
+    part = next(f for f in shard_files(tmp_path / "a") if f.name == "part-00002.parquet").relative_to(tmp_path / "a")
+    blocker = tmp_path / "b" / part
     blocker.mkdir(parents=True)
     from ccpipe.executors.base import TaskFailed
 
@@ -271,10 +306,11 @@ def test_same_rows_for_worker_counts_and_failed_finalize_resumes(tmp_path, plant
         run_pipeline(_config(tmp_path / "b", [wet], **{"executor.workers": 2, "executor.max_retries": 0,
                                                         "minhash.buckets": 3}))
     staged = sorted((tmp_path / "b" / "_work" / "stage" / "stats").glob("*.json"))
-    assert len(staged) == a.shards  # the main pass finished for every shard
+    assert staged, "perplexity models are needed: buckets are placed in the last phase"
     done = sorted((tmp_path / "b" / "stats" / "shards").glob("*.json"))
+    assert len(staged) + len(done) == a.shards  # the main pass finished for every shard
     assert "part-00002.json" not in [f.name for f in done]
-    before = {f: f.stat().st_mtime_ns for f in staged + done}
+    before = {f: f.stat().st_mtime_ns for f in done}
     blocker.rmdir()
     b = run_pipeline(_config(tmp_path / "b", [wet], **{"executor.workers": 2, "executor.max_retries": 0,
                                                        "minhash.buckets": 3,

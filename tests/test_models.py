@@ -4,14 +4,17 @@ output, the CLI, and failing at start when a model is missing."""
 from __future__ import annotations
 
 import collections
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from ccpipe.config import load_config
 from ccpipe.errors import ModelError
+from ccpipe.io.dataset import partition_name, read_rows, shard_files
 from ccpipe.paths import find_binary
 from ccpipe.pipeline import build_steps, run_pipeline
 from ccpipe.steps.perplexity import load_cutoffs, save_cutoffs
@@ -85,33 +88,50 @@ def _cfg(tmp_path: Path, model_dir: Path, wet: Path, **o):
 
 def test_pipeline_writes_perplexity_buckets_and_cutoffs_follow(tmp_path, model_dir):
     wet = write_wet(tmp_path / "in.warc.wet.gz", _pages())
-    stats = run_pipeline(_cfg(tmp_path, model_dir, wet))
+    stats = run_pipeline(_cfg(tmp_path, model_dir, wet, **{"perplexity.min_calibration_docs": 5}))
     out = tmp_path / "out"
-    parts = sorted(p.name for p in out.iterdir() if not p.name.startswith(("_", ".", "stats")))
+    parts = sorted(partition_name(f) for f in shard_files(out))
     assert "de_all" in parts and all(p.startswith(("en_", "de_")) for p in parts)
-    rows = []
-    for f in out.glob("*/part-*.parquet"):
-        t = pq.read_table(f, columns=["language", "perplexity", "bucket"]).to_pylist()
-        assert all(f.parent.name == f"{r['language']}_{r['bucket']}" for r in t)
-        rows += t
+    assert (out / "data" / "language=en" / "bucket=head" / "part-00000.parquet").is_file()
+    rows = read_rows(out, ["language", "perplexity", "bucket"]).to_pylist()
+    assert "bucket" not in pq.read_schema(shard_files(out)[0]).names  # hive: the folder holds it
     en = [r["perplexity"] for r in rows if r["language"] == "en"]
     assert len(en) == 24 and all(p > 1 for p in en)
-    assert [r["perplexity"] for r in rows if r["language"] == "de"] == [-1.0]
+    assert [r["perplexity"] for r in rows if r["language"] == "de"] == [None]  # no model: null
     assert stats.to_dict()["steps"]["perplexity"]["docs_in"] == 25
+    # calibrated on this run: the run's own p30 / p60 (the cutoff table held 0..99)
+    run_cut = json.loads((out / "stats" / "cutoffs.json").read_text())["languages"]["en"]
+    assert run_cut["source"] == "run" and run_cut["docs"] == 24
+    assert run_cut["percentiles"] == pytest.approx(list(np.percentile(en, np.arange(100))))
+    by = stats.to_dict()["steps"]["perplexity"]["counters"]
+    p30, p60 = run_cut["percentiles"][30], run_cut["percentiles"][60]
+    assert by["bucket_head"] == sum(p < p30 for p in en) == sum(r["bucket"] == "head" for r in rows)
+    assert by["bucket_tail"] == sum(p >= p60 for p in en) == sum(r["bucket"] == "tail" for r in rows)
+    assert by["bucket_all"] == 1
+    assert all((r["bucket"] == "head") == (r["perplexity"] < p30) for r in rows if r["language"] == "en")
 
-    # cutoffs from this run's output, then a second run buckets by them: ~30% head, ~30% middle
+    # cutoffs from this run's output, then a run bucketing by that reference table
     from ccpipe.cli import main
 
     assert main(["models", "cutoffs", str(out), "--out", str(tmp_path / "cutoff.csv")]) == 0
     table = load_cutoffs(tmp_path / "cutoff.csv")
     assert set(table) == {"en"} and table["en"][0] == min(en) and table["en"][30] <= table["en"][60]
     run2 = run_pipeline(_cfg(tmp_path, model_dir, wet, **{"output.dir": str(tmp_path / "out2"),
+                                                           "perplexity.calibration": "reference",
                                                            "perplexity.cutoffs": str(tmp_path / "cutoff.csv")}))
+    assert not (tmp_path / "out2" / "stats" / "cutoffs.json").exists()
     by = run2.to_dict()["steps"]["perplexity"]["counters"]
     assert by["bucket_all"] == 1 and by["bucket_head"] + by["bucket_middle"] + by["bucket_tail"] == len(en)
     # ties make the split approximate: head < p30 <= middle < p60 <= tail
     assert by["bucket_head"] == sum(p < table["en"][30] for p in en) >= 3
     assert by["bucket_tail"] == sum(p >= table["en"][60] for p in en) >= 0.3 * len(en)
+    # too few documents to calibrate on: the reference table decides
+    run3 = run_pipeline(_cfg(tmp_path, model_dir, wet, **{"output.dir": str(tmp_path / "out3"),
+                                                           "perplexity.min_calibration_docs": 25,
+                                                           "perplexity.cutoffs": str(tmp_path / "cutoff.csv")}))
+    cut3 = json.loads((tmp_path / "out3" / "stats" / "cutoffs.json").read_text())["languages"]["en"]
+    assert cut3["source"] == "reference" and cut3["percentiles"] == table["en"]
+    assert run3.to_dict()["steps"]["perplexity"]["counters"]["bucket_head"] == by["bucket_head"]
 
 
 def test_missing_model_fails_at_start_naming_the_file(tmp_path, model_dir):

@@ -155,9 +155,16 @@ def test_step_buckets_and_unknown_language(tiny_models, tmp_path):
     out = list(step.run(docs, ctx))
     assert [d.extras["perplexity"] for d in out][0] == 2.0
     assert [d.extras["bucket"] for d in out] == ["head", "middle", "tail", "all"]
-    assert out[3].extras["perplexity"] == -1.0
+    assert out[3].extras["perplexity"] is None  # no model: null, not a sentinel value
     assert out[1].extras["perplexity"] == round(10 ** (2.7 / 3), 1)
-    assert ctx.stats.step("perplexity").counters == {"bucket_head": 1, "bucket_middle": 1, "bucket_tail": 1, "bucket_all": 1}
+    assert ctx.stats.step("perplexity").counters == {"bucket_head": 1, "bucket_middle": 1, "bucket_tail": 1, "bucket_all": 1,
+                                                     "scored": 3, "no_model": 1}
+    # calibrated on the run: the step only scores; buckets come in the run's last phase
+    later = Perplexity(model_dir=d, assign_buckets=False)
+    later.prepare(ctx)
+    out = list(later.run([Document(id="a", url="u", date_download="", digest="", title="", raw_content="the cat",
+                                   language="xx")], ctx))
+    assert out[0].extras == {"perplexity": 2.0}
 
 
 def test_missing_and_corrupt_models_fail_at_check(tiny_models, tmp_path):

@@ -15,19 +15,18 @@ import pytest
 
 from ccpipe.config import load_config
 from ccpipe.errors import ConfigError, InputError
+from ccpipe.io.dataset import partition_name, read_rows, shard_files
 from ccpipe.pipeline import run_pipeline
 from ccpipe.stats import Stats
 from tests.conftest import ROOT, data_path, write_wet
 
 
 def rows(out: Path) -> list[tuple]:
-    """Every output row as (partition, id, text, language), sorted."""
+    """Every output row as (partition, id, text, language, nlines), sorted."""
     got = []
-    for f in sorted(out.glob("*/part-*.parquet")):
-        if f.parent.name.startswith(("_", ".")):
-            continue
-        t = pq.read_table(f, columns=["id", "raw_content", "language", "nlines"])
-        got += [(f.parent.name, *r.values()) for r in t.to_pylist()]
+    for f in shard_files(out):
+        t = read_rows(out, ["id", "raw_content", "language", "nlines"], files=[f])
+        got += [(partition_name(f), r["id"], r["raw_content"], r["language"], r["nlines"]) for r in t.to_pylist()]
     return sorted(got)
 
 
@@ -51,8 +50,8 @@ def test_real_excerpts_end_to_end(tmp_path, wet_dir):
     assert {"en", "ru", "zh"} <= langs
     assert all(r[0] == r[3] for r in got)  # partition directory = language
     # schema carries CCNet's fields
-    one = next((tmp_path / "out").glob("en/part-*.parquet"))
-    names = pq.read_schema(one).names
+    one = next((tmp_path / "out" / "data" / "language=en").glob("part-*.parquet"))
+    names = pq.read_schema(one).names + ["language"]  # hive: the partition column is the folder
     for field in ("url", "date_download", "digest", "length", "nlines", "source_domain", "title", "raw_content",
                   "original_nlines", "original_length", "language", "language_score", "cc_segment"):
         assert field in names
@@ -66,15 +65,27 @@ def test_real_excerpts_end_to_end(tmp_path, wet_dir):
     assert st["counters"]["lines_in"] > st["counters"]["lines_out"] > 0
     assert st["counters"]["hashset_bytes"] > 0 and "hashset_peak_bytes" in st["counters"]
     assert merged["steps"]["lang_id"]["docs_in"] == st["docs_out"]
+    assert merged["steps"]["minhash"]["docs_out"] == st["docs_in"]  # documents first, then lines
 
 
 def test_broken_inputs_counted_and_run_survives(tmp_path):
     broken = sorted(data_path("wet", "broken").iterdir())
     stats = run_pipeline(config(tmp_path / "out", broken, **{"executor.workers": 2, "langid.threshold": 0.0}))
     assert stats.identity_holds()
-    assert stats.errors == {"missing_header": 2, "truncated_header": 1, "truncated_record": 4}
+    # the readable text of the 4 records cut off by the end of their file is kept, flagged
+    assert stats.errors == {"missing_header": 2, "truncated_header": 1}
+    assert stats.counters["records_truncated_kept"] == 4
     assert stats.docs_read == 36 + 7
-    assert stats.docs_kept + stats.docs_dropped == 36
+    assert stats.docs_kept + stats.docs_dropped == 40
+    t = read_rows(tmp_path / "out", ["id", "truncated", "raw_content"]).to_pylist()
+    cut = [r for r in t if r["truncated"]]
+    assert 1 <= len(cut) <= 4 and all(r["raw_content"] for r in cut)
+    assert not any(r["truncated"] for r in t if r not in cut)
+    dropped = run_pipeline(config(tmp_path / "drop", broken, **{"executor.workers": 2, "langid.threshold": 0.0,
+                                                               "input.truncated": "drop"}))
+    assert dropped.errors == {"missing_header": 2, "truncated_header": 1, "truncated_record": 4}
+    assert dropped.docs_kept + dropped.docs_dropped == 36
+    assert dropped.docs_kept == stats.docs_kept - len(cut)
 
 
 def test_same_rows_for_1_and_2_workers_and_rerun_skips(tmp_path, wet_dir):
@@ -196,7 +207,7 @@ def test_sigkill_then_resume_gives_the_same_rows(tmp_path, bench_wet):
     subprocess.run(_cli(killed, bench_wet, 2), check=True, capture_output=True, timeout=240)
     assert rows(killed) == rows(ref)
     assert Stats.load(killed / "stats" / "run.json").to_dict()["documents"] == Stats.load(ref / "stats" / "run.json").to_dict()["documents"]
-    assert not list(killed.glob("*/.part-*.tmp"))
+    assert not list(killed.rglob(".part-*.tmp"))
 
 
 @pytest.mark.timeout(300)

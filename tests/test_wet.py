@@ -15,9 +15,9 @@ from ccpipe.stats import Stats
 from tests.conftest import data_path, write_wet
 
 
-def read(path, rng=ByteRange()):
+def read(path, rng=ByteRange(), truncated="keep"):
     st = Stats()
-    return list(read_wet(str(path), st, rng)), st
+    return list(read_wet(str(path), st, rng, truncated=truncated)), st
 
 
 def test_2017_excerpt_exact_count_and_fields(wet_dir):
@@ -62,7 +62,8 @@ def test_2024_record_headers_read_by_name(wet_dir):
     assert doc.content_length == 4456 and doc.nlines == 181
 
 
-# file -> (documents read, documents errored by reason, file-level problems)
+# file -> (documents read, documents errored by reason, file-level problems), with
+# input.truncated: drop; with keep (the default) a truncated_record is a document
 BROKEN = {
     "corrupt_starts_with_conversion.wet.gz": (5, {}, {}),
     "corrupt_two_warcinfo.wet.gz": (5, {}, {}),
@@ -85,12 +86,39 @@ BROKEN = {
 def test_broken_files_exact_counts(name):
     path = data_path("wet", "broken", name)
     n_docs, errors, file_errors = BROKEN[name]
-    docs, st = read(path)
+    docs, st = read(path, truncated="drop")
     assert len(docs) == n_docs
     assert dict(st.errors) == errors
     assert dict(st.file_errors) == file_errors
     assert st.docs_read == n_docs + sum(errors.values())  # every record met is accounted for
     assert all(d.url and d.id for d in docs)
+    assert not any(d.truncated for d in docs)
+    # keep: the readable text of a record cut off by the end of the file is a document
+    kept, st = read(path)
+    cut = errors.get("truncated_record", 0)
+    assert len(kept) == n_docs + cut
+    assert dict(st.errors) == {k: v for k, v in errors.items() if k != "truncated_record"}
+    assert st.counters["records_truncated_kept"] == cut
+    assert sum(d.truncated for d in kept) == cut
+    assert [d.id for d in kept if not d.truncated] == [d.id for d in docs]
+
+
+def test_truncated_record_keeps_its_text_up_to_the_cut(tmp_path, wet_dir):
+    """Cut a real file inside its last record, even inside a multi-byte character:
+    the kept text is exactly the readable prefix of the original record's text."""
+    import gzip
+
+    full, _ = read(wet_dir / "CC-MAIN-2017-30-00008.excerpt.warc.wet.gz")
+    raw = gzip.decompress((wet_dir / "CC-MAIN-2017-30-00008.excerpt.warc.wet.gz").read_bytes())
+    last = full[-1]
+    body = (last.title + "\n" + last.raw_content).encode()
+    start = raw.rindex(body[:200])
+    mb = next(i for i in range(len(body) // 2, len(body)) if body[i] >= 0xC0)  # a lead byte: cut after it
+    (tmp_path / "cut.wet").write_bytes(raw[: start + mb + 1])
+    docs, st = read(tmp_path / "cut.wet")
+    assert docs[-1].id == last.id and docs[-1].truncated
+    assert (docs[-1].title + "\n" + docs[-1].raw_content).encode() == body[:mb].rstrip(b"\n")
+    assert st.counters["records_truncated_kept"] == 1 and not st.errors
 
 
 def test_starts_mid_record_skips_leading_fragment():

@@ -91,7 +91,7 @@ class RunData:
         if col.null_count == len(col):
             return False
         if column == "perplexity":
-            # The perplexity step writes -1 for documents it could not score (no model).
+            # Runs before the hive layout wrote -1 for documents without a model; now null.
             return bool(np.any(np.asarray(col.fill_null(-1).to_numpy(zero_copy_only=False), dtype=float) >= 0))
         return True
 
@@ -116,14 +116,11 @@ def load_stats(run: Path) -> dict:
 
 
 def load_docs(run: Path) -> pa.Table:
-    from ccpipe.io.dataset import partition_name, shard_files
+    from ccpipe.io.dataset import partition_name, read_rows, shard_files
 
     parts = []
     for path in shard_files(run):
-        pf = pq.ParquetFile(path)
-        names = set(pf.schema_arrow.names)
-        cols = [c for c in COLUMNS if c in names]
-        t = pf.read(columns=cols)
+        t = read_rows(run, COLUMNS, files=[path])
         t = t.append_column("partition", pa.array([partition_name(path)] * t.num_rows, type=pa.string()))
         parts.append(t)
     if not parts:

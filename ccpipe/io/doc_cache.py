@@ -27,6 +27,7 @@ _FIELDS = [
     ("cc_segment", pa.string()),
     ("content_length", pa.int64()),
     ("cc_languages", pa.string()),
+    ("truncated", pa.bool_()),
 ]
 _SCHEMA = pa.schema(_FIELDS)
 _NAMES = [n for n, _ in _FIELDS]
@@ -57,9 +58,12 @@ def _to_batch(docs: list[Document]) -> pa.RecordBatch:
 
 
 def read_doc_cache(path: Path) -> Iterator[Document]:
+    """The cached documents in order, each with its ``position`` in the shard."""
+    position = 0
     with pa.memory_map(str(path), "r") as src:
         reader = pa.ipc.open_stream(src)
         for batch in reader:
             cols = batch.to_pydict()
             for i in range(batch.num_rows):
-                yield Document(**{n: cols[n][i] for n in _NAMES})
+                yield Document(**{n: cols[n][i] for n in _NAMES}, position=position)
+                position += 1

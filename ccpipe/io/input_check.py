@@ -37,6 +37,8 @@ MOSTLY_OUTSIDE = 0.5
 """A file whose bytes outside WARC records exceed this share of its uncompressed
 bytes is named even when it yielded records."""
 _SNIFF_BYTES = 64 * 1024
+# reader counters named records_* that count conversion records, not record types
+_NOT_RECORD_TYPES = {"records_length_repaired", "records_truncated_kept"}
 _LISTED = 10  # files named in the error of a run that read nothing
 
 
@@ -70,7 +72,7 @@ class InputTally:
         f.docs += stats.docs_read
         f.errors.update(stats.errors)
         for key, n in stats.counters.items():
-            if key.startswith("records_") and key != "records_length_repaired":
+            if key.startswith("records_") and key not in _NOT_RECORD_TYPES:
                 f.records[key[len("records_"):]] += n
         f.bytes_total += stats.counters.get("bytes_uncompressed", 0)
         f.bytes_outside += stats.counters.get("bytes_skipped_outside_records", 0)

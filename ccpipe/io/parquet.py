@@ -1,10 +1,13 @@
-"""Parquet output: one file per shard and partition, written atomically.
+"""Row output: one file per shard and partition, written atomically.
 
-Rows land in ``<out>/<partition>/part-<shard>.parquet`` where the partition is the
-language, or ``<language>_<bucket>`` once a step sets a perplexity bucket. Each
-file is written under a temporary name and renamed when the shard is complete, so
-a reader never sees half a file and a rerun of a failed shard overwrites exactly
-the files it owns.
+Rows land in ``<out>/data/language=<lang>[/bucket=<bucket>]/part-<shard>.parquet``
+(:mod:`ccpipe.io.dataset`): a hive layout, so the partition columns ``language``
+and ``bucket`` live in the folder names and not in the files. Each file is
+written under a temporary name and renamed when the shard is complete, so a
+reader never sees half a file and a rerun of a failed shard overwrites exactly
+the files it owns. The same writer stages rows as LZ4 Arrow IPC files
+(``fmt="arrow"``) when a later phase must still place them (perplexity buckets
+calibrated on the run).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ccpipe.document import Document
+from ccpipe.io.dataset import partition_path
 
 BASE_SCHEMA = pa.schema(
     [
@@ -36,6 +40,7 @@ BASE_SCHEMA = pa.schema(
         ("language_score", pa.float32()),
         ("cc_languages", pa.string()),
         ("cc_segment", pa.string()),
+        ("truncated", pa.bool_()),
     ]
 )
 _BASE_NAMES = [f.name for f in BASE_SCHEMA]
@@ -49,14 +54,28 @@ def output_schema(extra_fields: dict[str, pa.DataType]) -> pa.Schema:
     return schema
 
 
+PARTITION_COLUMNS = ("language", "bucket")
+
+
+def file_schema(schema: pa.Schema) -> pa.Schema:
+    """The columns stored in a row file: all but the partition columns."""
+    return pa.schema([f for f in schema if f.name not in PARTITION_COLUMNS])
+
+
 def partition_of(doc: Document) -> str:
+    """The document's partition folder, relative to the data root."""
+    return partition_path(doc.language, doc.extras.get("bucket"))
+
+
+def partition_label(doc: Document) -> str:
+    """A short name of the document's partition for stats: ``en_head``, ``de``."""
     lang = doc.language or "unknown"
     bucket = doc.extras.get("bucket")
     return f"{lang}_{bucket}" if bucket else lang
 
 
-def shard_file_name(task_id: int) -> str:
-    return f"part-{task_id:05d}.parquet"
+def shard_file_name(task_id: int, fmt: str = "parquet") -> str:
+    return f"part-{task_id:05d}.{fmt}"
 
 
 class ShardWriter:
@@ -70,31 +89,34 @@ class ShardWriter:
         compression: str = "zstd",
         row_group_rows: int = 5000,
         buffer_chars: int = 8_000_000,
+        fmt: str = "parquet",
     ):
         self.out_dir = Path(out_dir)
         self.task_id = task_id
-        self.schema = schema
+        self.schema = file_schema(schema)
+        self.fmt = fmt
         self.compression = None if compression == "none" else compression
         self.row_group_rows = row_group_rows
         self.buffer_chars = buffer_chars
         self._chars: dict[str, int] = {}
-        self._extra = [n for n in schema.names if n not in _BASE_NAMES]
+        self._base = [n for n in _BASE_NAMES if n not in PARTITION_COLUMNS]
+        self._extra = [n for n in self.schema.names if n not in _BASE_NAMES]
         self._buffers: dict[str, list[Document]] = {}
-        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._writers: dict[str, object] = {}
         self._tmp: dict[str, Path] = {}
         self.rows: dict[str, int] = {}
 
     def _tmp_path(self, partition: str) -> Path:
         d = self.out_dir / partition
         d.mkdir(parents=True, exist_ok=True)
-        return d / f".{shard_file_name(self.task_id)}.tmp"
+        return d / f".{shard_file_name(self.task_id, self.fmt)}.tmp"
 
     def _flush(self, partition: str) -> None:
         docs = self._buffers.pop(partition, [])
         self._chars[partition] = 0
         if not docs:
             return
-        cols: dict[str, list] = {name: [getattr(d, name) for d in docs] for name in _BASE_NAMES}
+        cols: dict[str, list] = {name: [getattr(d, name) for d in docs] for name in self._base}
         for name in self._extra:
             cols[name] = [d.extras.get(name) for d in docs]
         table = pa.Table.from_pydict(cols, schema=self.schema)
@@ -102,9 +124,15 @@ class ShardWriter:
         if w is None:
             path = self._tmp_path(partition)
             self._tmp[partition] = path
-            w = pq.ParquetWriter(path, self.schema, compression=self.compression)
+            if self.fmt == "arrow":
+                w = pa.ipc.new_file(str(path), self.schema, options=pa.ipc.IpcWriteOptions(compression="lz4"))
+            else:
+                w = pq.ParquetWriter(path, self.schema, compression=self.compression)
             self._writers[partition] = w
-        w.write_table(table, row_group_size=self.row_group_rows)
+        if self.fmt == "arrow":
+            w.write_table(table, max_chunksize=self.row_group_rows)
+        else:
+            w.write_table(table, row_group_size=self.row_group_rows)
         self.rows[partition] = self.rows.get(partition, 0) + len(docs)
 
     def write(self, doc: Document) -> None:
@@ -128,7 +156,7 @@ class ShardWriter:
         for part, w in self._writers.items():
             w.close()
         for part, tmp in self._tmp.items():
-            dest = tmp.with_name(shard_file_name(self.task_id))
+            dest = tmp.with_name(shard_file_name(self.task_id, self.fmt))
             os.replace(tmp, dest)
             final.append(dest)
         self._writers.clear()

@@ -288,8 +288,20 @@ def _segment_name(path: str, warcinfo_filename: str | None) -> str:
     return path
 
 
+def _decode_cut(body: bytes) -> str:
+    """UTF-8 text of a body cut off at the end of its file: a character split by the
+    cut (its first 1-3 bytes at the very end) is dropped; damage elsewhere raises."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.reason == "unexpected end of data" and e.start >= len(body) - 3:
+            return body[: e.start].decode("utf-8")
+        raise
+
+
 def read_input(path: str, stats: Stats, rng: ByteRange, cfg: InputConfig) -> Iterator[Document]:
-    """:func:`read_wet` under the config's retry settings and error policy.
+    """:func:`read_wet` under the input section of the config: its treatment of
+    truncated records, its retry settings and its error policy.
 
     With ``input.on_error: skip``, an input that cannot be read (it cannot be
     opened, a download keeps failing, a read error) is named in
@@ -299,7 +311,7 @@ def read_input(path: str, stats: Stats, rng: ByteRange, cfg: InputConfig) -> Ite
     backoff = Backoff(attempts=cfg.retry_attempts, base_seconds=cfg.retry_base_seconds,
                       max_seconds=cfg.retry_max_seconds)
     try:
-        yield from read_wet(path, stats, rng, backoff=backoff)
+        yield from read_wet(path, stats, rng, truncated=cfg.truncated, backoff=backoff)
     except InputError as e:
         if cfg.on_error != "skip":
             raise
@@ -307,22 +319,27 @@ def read_input(path: str, stats: Stats, rng: ByteRange, cfg: InputConfig) -> Ite
         log.warning("%s: skipped (input.on_error=skip): %s", path, e)
 
 
-def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str | None = None, *,
-             backoff: Backoff | None = None) -> Iterator[Document]:
+def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str | None = None,
+             truncated: str = "keep", *, backoff: Backoff | None = None) -> Iterator[Document]:
     """Yield the conversion records of one WET file (or a byte range of it) as Documents.
 
     ``stats`` receives ``docs_read``/``chars_read`` and every problem by reason.
-    A file that cannot be opened or read raises :class:`InputError`.
+    ``truncated``: a record cut off by the end of the file is kept with its readable
+    text and ``Document.truncated`` set (``keep``, counted as
+    ``records_truncated_kept``), or counted as the error ``truncated_record`` (``drop``).
+    A file that cannot be opened or read raises :class:`InputError`; http(s)
+    requests are retried with ``backoff`` (``ccpipe.io.http``).
     """
     try:
-        yield from _read_wet(path, stats, rng, segment, backoff)
+        yield from _read_wet(path, stats, rng, segment, truncated, backoff)
     except InputError:
         raise
     except OSError as e:  # a read error after a successful open (EIO, a vanished mount, ...)
         raise InputError(f"reading input {path!r} failed: {e}") from e
 
 
-def _read_wet(path: str, stats: Stats, rng: ByteRange, segment: str | None, backoff: Backoff | None) -> Iterator[Document]:
+def _read_wet(path: str, stats: Stats, rng: ByteRange, segment: str | None, truncated: str,
+              backoff: Backoff | None) -> Iterator[Document]:
     segment = segment or path
     logged = 0
     with open_binary(path, backoff) as f:
@@ -336,14 +353,15 @@ def _read_wet(path: str, stats: Stats, rng: ByteRange, segment: str | None, back
                 continue
             # a conversion record, or a record too damaged to tell: a document
             stats.docs_read += 1
-            reason = None if rec.status in ("ok", "repaired") else rec.status
+            cut = rec.status == "truncated_record" and truncated == "keep"
+            reason = None if rec.status in ("ok", "repaired") or cut else rec.status
             url = h.get_header("WARC-Target-URI") if h is not None else None
             rid = h.get_header("WARC-Record-ID") if h is not None else None
             if reason is None and (not url or not rid):
                 reason = "missing_header"
             if reason is None:
                 try:
-                    text = rec.body.decode("utf-8")
+                    text = _decode_cut(rec.body) if cut else rec.body.decode("utf-8")
                 except UnicodeDecodeError:
                     reason = "not_utf8"
             if reason is not None:
@@ -354,6 +372,8 @@ def _read_wet(path: str, stats: Stats, rng: ByteRange, segment: str | None, back
                 continue
             if rec.status == "repaired":
                 stats.counters["records_length_repaired"] += 1
+            if cut:
+                stats.counters["records_truncated_kept"] += 1
             stats.chars_read += len(text)
             lines = text.split("\n")
             # WET bodies end with blank lines; CCNet drops them, as do we
@@ -372,4 +392,5 @@ def _read_wet(path: str, stats: Stats, rng: ByteRange, segment: str | None, back
                 cc_segment=segment,
                 content_length=int(h.get_header("Content-Length") or 0),
                 cc_languages=h.get_header("WARC-Identified-Content-Language"),
+                truncated=cut,
             )

@@ -1,19 +1,27 @@
-"""Line-level deduplication with CCNet's semantics, as a two-pass shuffle.
+"""Line-level deduplication with cc_net's exact semantics, as a two-pass shuffle.
 
-Pass 1 (``hash_task``, one per shard): hash every line of every document and
-save the shard's line keys (in order) plus its sorted unique keys, flagged when a
-key occurs twice or more inside the shard.
+cc_net (``dedup.HashesCollector`` then ``DuplicatesRemover`` and ``finalize_doc``):
+a line whose key occurs in **two or more documents** of a group is removed from
+every one of them, its first occurrence included; a line repeated only **inside one
+document** keeps its first occurrence there. Documents with empty text, or left
+without lines, are dropped. ``tests/test_ccnet_reference.py`` runs cc_net's own
+code beside this one on real Common Crawl excerpts.
 
-Merge (``merge_group``, one per group of shards): a key is a duplicate when it
-occurs twice or more anywhere in the group: in two shards, or twice in one.
-The group's duplicate keys are saved sorted, so pass 2 looks them up with a
-binary search on a memory-mapped array that all workers share through the page
-cache.
+Pass 1 (:class:`LineHasher`, inside the run's read pass): every line's key, in
+order, plus each document's *distinct* keys sorted by key (with the document's
+index and, for ``keep_first``, the line where the key first occurs in it), and a
+mask of the lines that are the first of their key inside their document.
 
-Pass 2 (:class:`LineDedup`, the first step of the main pass): remove every line
-whose key is a duplicate (CCNet: including its first occurrence), or, with
-``keep_first``, every occurrence but the first in the group's shard order.
-Documents left without lines are dropped.
+Merge (:func:`merge_group`, one per group of shards): a key is a duplicate when
+it occurs in two or more distinct documents of the group, counting only the
+documents that survive document-level dedup (``removed`` masks). The group's
+duplicate keys are saved sorted, so pass 2 looks them up with a binary search on a
+memory-mapped array that all workers share through the page cache.
+
+Pass 2 (:class:`LineDedup`, in the main pass): keep a line when its key is not a
+duplicate and it is the first of its key in its document; with ``keep_first``
+also keep a duplicate key's first occurrence in the group (shard order, then
+document, then line).
 """
 
 from __future__ import annotations
@@ -66,16 +74,20 @@ class ShardHashes:
         return self.directory / "lines_per_doc.npy"
 
     @property
-    def unique(self) -> Path:  # sorted unique keys of the shard
-        return self.directory / "unique_keys.npy"
+    def first_in_doc(self) -> Path:  # per line: the first line of its key in its document
+        return self.directory / "first_in_doc.npy"
 
     @property
-    def repeated(self) -> Path:  # sorted keys seen twice or more inside the shard
-        return self.directory / "repeated_keys.npy"
+    def doc_keys(self) -> Path:  # each document's distinct keys, sorted by (key, document)
+        return self.directory / "doc_keys.npy"
 
     @property
-    def first_pos(self) -> Path:  # packed first position of each unique key
-        return self.directory / "first_positions.npy"
+    def doc_keys_doc(self) -> Path:  # the document of each entry of doc_keys
+        return self.directory / "doc_keys_doc.npy"
+
+    @property
+    def doc_keys_line(self) -> Path:  # the line where that key first occurs in that document
+        return self.directory / "doc_keys_line.npy"
 
 
 def shard_hashes_dir(work_dir: Path, task_id: int) -> ShardHashes:
@@ -93,33 +105,52 @@ def _save(path: Path, arr: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def hash_documents(docs: Iterable[Document], out: ShardHashes, task_in_group: int, keep_first: bool) -> dict[str, int]:
-    """Pass 1 for one shard. Returns counters (documents, lines, unique keys, bytes)."""
-    chunks: list[np.ndarray] = []
-    counts: list[int] = []
-    for doc in docs:
+class LineHasher:
+    """Pass 1 for one shard: fed every document in order (:meth:`add`), then :meth:`save`."""
+
+    def __init__(self, keep_first: bool) -> None:
+        self.keep_first = keep_first
+        self._chunks: list[np.ndarray] = []
+        self._counts: list[int] = []
+
+    def add(self, doc: Document) -> None:
         lines = doc.raw_content.split("\n")
-        chunks.append(line_hashes(lines))
-        counts.append(len(lines))
-    keys = np.concatenate(chunks) if chunks else np.zeros(0, np.uint64)
-    per_doc = np.asarray(counts, dtype=np.uint32)
-    uniq, first_idx, n = np.unique(keys, return_index=True, return_counts=True)
-    out.directory.mkdir(parents=True, exist_ok=True)
-    if keep_first:
-        doc_of_line = np.repeat(np.arange(len(per_doc), dtype=np.int64), per_doc)
-        starts = np.concatenate([[0], np.cumsum(per_doc, dtype=np.int64)[:-1]]) if len(per_doc) else np.zeros(0, np.int64)
-        line_in_doc = np.arange(len(keys), dtype=np.int64) - np.repeat(starts, per_doc)
-        pos = pack_positions(task_in_group, doc_of_line[first_idx], line_in_doc[first_idx])
-        _save(out.first_pos, pos)
-    _save(out.keys, keys)
-    _save(out.lines_per_doc, per_doc)
-    _save(out.repeated, uniq[n > 1])
-    _save(out.unique, uniq)
-    return {
-        "documents": len(per_doc),
-        "lines": int(keys.size),
-        "unique_lines_in_shard": int(uniq.size),
-    }
+        self._chunks.append(line_hashes(lines))
+        self._counts.append(len(lines))
+
+    def save(self, out: ShardHashes) -> dict[str, int]:
+        keys = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.uint64)
+        per_doc = np.asarray(self._counts, dtype=np.uint32)
+        self._chunks, self._counts = [], []
+        doc_of_line = np.repeat(np.arange(per_doc.size, dtype=np.uint32), per_doc)
+        # by key, then document, then line: the first entry of each (key, document)
+        # run is that key's first line in that document
+        order = np.lexsort((doc_of_line, keys))
+        k, d = keys[order], doc_of_line[order]
+        first = np.ones(order.size, bool)
+        if order.size:
+            first[1:] = (k[1:] != k[:-1]) | (d[1:] != d[:-1])
+        first_in_doc = np.zeros(keys.size, bool)
+        first_in_doc[order[first]] = True
+        out.directory.mkdir(parents=True, exist_ok=True)
+        if self.keep_first:
+            starts = np.concatenate([[0], np.cumsum(per_doc, dtype=np.int64)[:-1]]) if per_doc.size else np.zeros(0, np.int64)
+            line_in_doc = (order[first] - starts[d[first]]).astype(np.uint32)
+            _save(out.doc_keys_line, line_in_doc)
+        _save(out.keys, keys)
+        _save(out.lines_per_doc, per_doc)
+        _save(out.first_in_doc, first_in_doc)
+        _save(out.doc_keys, k[first])
+        _save(out.doc_keys_doc, d[first])
+        return {"documents": int(per_doc.size), "lines": int(keys.size)}
+
+
+def hash_documents(docs: Iterable[Document], out: ShardHashes, keep_first: bool) -> dict[str, int]:
+    """Pass 1 for one shard's documents."""
+    hasher = LineHasher(keep_first)
+    for doc in docs:
+        hasher.add(doc)
+    return hasher.save(out)
 
 
 def _merge_sorted(running: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -133,26 +164,33 @@ def _merge_sorted(running: np.ndarray, new: np.ndarray) -> np.ndarray:
     return out
 
 
-def merge_group(shards: list[ShardHashes], dups_path: Path, first_path: Path, keep_first: bool) -> dict[str, int]:
-    """Find the keys that occur twice or more in a group of shards; save them sorted.
+def merge_group(shards: list[ShardHashes], dups_path: Path, first_path: Path, keep_first: bool,
+                removed: list[np.ndarray | None] | None = None) -> dict[str, int]:
+    """Find the keys that occur in two or more documents of a group; save them sorted.
 
-    The group's unique keys are folded in one shard at a time: a key already in
-    the running set is a duplicate, a new one is merged in. The running set costs
-    8 bytes per unique line (16 while a merge copies it), never one entry per
-    (shard, line) pair.
+    ``removed[i]`` (optional) masks the documents of shard ``i`` that document-level
+    dedup removed: their lines count for nothing. Each shard contributes its
+    surviving documents' distinct keys (sorted, so the keys in two of its documents
+    are found in one pass); the group's keys are folded in one shard at a time: a
+    key already in the running set is a duplicate, a new one is merged in. The
+    running set costs 8 bytes per unique line (16 while a merge copies it).
     """
+    removed = removed if removed is not None else [None] * len(shards)
     running = np.zeros(0, dtype=np.uint64)
     dup_parts: list[np.ndarray] = []
     peak = 0
-    for s in shards:
-        keys = np.load(s.unique)
-        found, _ = lookup(running, keys)
-        dup_parts.append(keys[found])
-        dup_parts.append(np.load(s.repeated))
-        fresh = keys[~found]
-        peak = max(peak, 2 * running.nbytes + keys.nbytes + fresh.nbytes + found.nbytes + 9 * fresh.size)
+    unique_per_shard: list[int] = []
+    for s, gone in zip(shards, removed):
+        keys, _ = _surviving_doc_keys(s, gone)
+        uniq, in_two_docs = _runs(keys)
+        unique_per_shard.append(int(uniq.size))
+        found, _ = lookup(running, uniq)
+        dup_parts.append(uniq[found])
+        dup_parts.append(in_two_docs)
+        fresh = uniq[~found]
+        peak = max(peak, 2 * running.nbytes + keys.nbytes + uniq.nbytes + fresh.nbytes + found.nbytes + 9 * fresh.size)
         running = _merge_sorted(running, fresh)
-        del keys, found, fresh
+        del keys, uniq, found, fresh
     n_unique = int(running.size)
     del running
     dups = np.unique(np.concatenate(dup_parts)) if dup_parts else np.zeros(0, np.uint64)
@@ -160,19 +198,42 @@ def merge_group(shards: list[ShardHashes], dups_path: Path, first_path: Path, ke
     _save(dups_path, dups)
     if keep_first:
         first = np.full(dups.size, _NO_POSITION, dtype=np.uint64)
-        for s in shards:
-            keys = np.load(s.unique, mmap_mode="r")
-            pos = np.load(s.first_pos, mmap_mode="r")
-            hit, idx = lookup(dups, np.asarray(keys))
-            np.minimum.at(first, idx[hit], np.asarray(pos)[hit])
+        for i, (s, gone) in enumerate(zip(shards, removed)):
+            keys, sel = _surviving_doc_keys(s, gone)
+            doc = np.load(s.doc_keys_doc)[sel] if sel is not None else np.load(s.doc_keys_doc)
+            line = np.load(s.doc_keys_line)[sel] if sel is not None else np.load(s.doc_keys_line)
+            hit, idx = lookup(dups, keys)
+            np.minimum.at(first, idx[hit], pack_positions(i, doc[hit], line[hit]))
         _save(first_path, first)
     return {
         "group_unique_lines": n_unique,
         "group_duplicate_keys": int(dups.size),
+        "unique_lines_in_shards": int(sum(unique_per_shard)),
         "hashset_bytes": 8 * n_unique,
         "hashset_peak_bytes": int(peak),
         "dupset_bytes": int(dups.nbytes),
     }
+
+
+def _surviving_doc_keys(s: ShardHashes, removed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The shard's (key-sorted) distinct keys per document, without removed documents'."""
+    keys = np.load(s.doc_keys)
+    if removed is None or not removed.any():
+        return keys, None
+    sel = ~removed[np.load(s.doc_keys_doc)]
+    return keys[sel], sel
+
+
+def _runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(unique keys, keys that occur twice or more) of a sorted array."""
+    if sorted_keys.size == 0:
+        return sorted_keys, sorted_keys
+    new = np.ones(sorted_keys.size, bool)
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=new[1:])
+    uniq = sorted_keys[new]
+    repeat = np.zeros(sorted_keys.size, bool)
+    repeat[1:] = ~new[1:]
+    return uniq, np.unique(sorted_keys[repeat])
 
 
 def lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +246,10 @@ def lookup(sorted_keys: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np
 
 
 class LineDedup(Step):
-    """Pass 2: remove duplicated lines using the group's duplicate keys."""
+    """Pass 2: remove duplicated lines using the group's duplicate keys.
+
+    Documents carry their index in the shard (``Document.position``), so documents
+    removed earlier in the main pass (near duplicates) are simply skipped."""
 
     name = "line_dedup"
 
@@ -199,32 +263,33 @@ class LineDedup(Step):
         per_doc = np.load(shard.lines_per_doc)
         dups = np.load(dups_path, mmap_mode="r")
         is_dup, idx = lookup(dups, keys)
-        if not self.keep_first:
-            return ~is_dup, per_doc
-        first = np.load(first_path, mmap_mode="r")
-        starts = np.concatenate([[0], np.cumsum(per_doc, dtype=np.int64)[:-1]]) if per_doc.size else np.zeros(0, np.int64)
-        doc_of_line = np.repeat(np.arange(per_doc.size, dtype=np.int64), per_doc)
-        line_in_doc = np.arange(keys.size, dtype=np.int64) - np.repeat(starts, per_doc)
-        pos = pack_positions(ctx.index_in_group, doc_of_line, line_in_doc)
-        keep = ~is_dup
-        if dups.size:
+        keep = ~is_dup & np.load(shard.first_in_doc)
+        if self.keep_first and dups.size:
+            first = np.load(first_path, mmap_mode="r")
+            starts = np.concatenate([[0], np.cumsum(per_doc, dtype=np.int64)[:-1]]) if per_doc.size else np.zeros(0, np.int64)
+            doc_of_line = np.repeat(np.arange(per_doc.size, dtype=np.int64), per_doc)
+            line_in_doc = np.arange(keys.size, dtype=np.int64) - np.repeat(starts, per_doc)
+            pos = pack_positions(ctx.index_in_group, doc_of_line, line_in_doc)
             keep |= is_dup & (first[idx] == pos)
         return keep, per_doc
 
     def run(self, docs: Iterable[Document], ctx: TaskContext) -> Iterator[Document]:
         keep, per_doc = self.keep_mask(ctx)
+        offsets = np.concatenate([[0], np.cumsum(per_doc, dtype=np.int64)])
         st = ctx.stats.step(self.name)
-        offset = 0
-        for i, doc in enumerate(docs):
+        for doc in docs:
+            i = doc.position
             lines = doc.raw_content.split("\n")
-            if i >= per_doc.size or len(lines) != per_doc[i]:
+            if not 0 <= i < per_doc.size or len(lines) != per_doc[i]:
                 raise CcpipeError(
                     f"shard {ctx.task_id}: document {i} differs from the hashing pass; "
-                    "the input changed between passes. Delete <out>/_work/line_hashes and rerun."
+                    "the input changed between passes. Delete <out>/_work and rerun."
                 )
-            mask = keep[offset : offset + len(lines)]
-            offset += len(lines)
             st.counters["lines_in"] += len(lines)
+            if not doc.raw_content:
+                st.dropped["empty"] += 1  # cc_net drops a document without text
+                continue
+            mask = keep[offsets[i] : offsets[i + 1]]
             if mask.all():
                 st.counters["lines_out"] += len(lines)
                 yield doc

@@ -1,36 +1,39 @@
-"""Near-duplicate removal with MinHash LSH, as a shuffle across all shards of a run.
+"""Exact and near-duplicate documents with MinHash LSH, resolved before line dedup.
 
-Four phases, each a map over small picklable arguments, so both executors run it
-and no process ever holds all documents or all signatures of a crawl:
+Duplicated pages must keep one intact copy. Line dedup removes every line that
+occurs in two documents, so two copies of a page would strip each other's lines
+and both vanish; here whole documents are clustered first, on their full text, one
+member of each cluster is kept, and line dedup then works on the survivors only.
+An exact duplicate is a near duplicate with Jaccard 1: one mechanism for both
+(a text shorter than ``ngram`` words is one shingle, so short copies match too).
 
-1. **sign** (:class:`MinHashSignatures`, the last step of the main pass). The
-   main pass writes its parquet into a staging area (``<out>/_work/stage/``);
-   this step computes each surviving document's signature and writes, per shard,
-   ``<out>/_work/minhash/task-NNNNN/``: ``signatures.npy`` (N x num_perm uint32),
-   ``lengths.npy``, ``placement.npy`` (the staged partition of each document, whose
-   names are in ``partitions.json``), and the band keys sorted by shuffle bucket
-   (``band_keys.npy``, ``band_docs.npy``, ``bucket_offsets.npy``), and the
-   documents' ids (``ids.arrow``, for audits).
+Phases, each a map over small picklable arguments, so both executors run it and
+no process ever holds all documents or all signatures of a crawl:
+
+1. **sign** (:class:`SignatureWriter`, inside the run's read pass, which already
+   reads every document once). Per shard, ``<out>/_work/minhash/task-NNNNN/``:
+   ``signatures.npy`` (N x num_perm uint32), ``lengths.npy``, the band keys sorted
+   by shuffle bucket (``band_keys.npy``, ``band_docs.npy``, ``bucket_offsets.npy``),
+   the documents' ids (``ids.arrow``, for audits) and, for exact verification, each
+   document's sorted shingle hashes (``shingles.npy`` + ``shingle_offsets.npy``).
 2. **bucket** (:func:`bucket_task`, one per bucket, ``buckets`` in all). Reads
    its slice of every shard's band keys (memory: docs x bands / buckets x 12
    bytes), sorts them, and turns every group of equal keys into candidate pairs;
    each pair is verified (``minhash.verify``) with the exact Jaccard of the two
-   documents' shingle-hash sets (``shingles.npy``, written by the sign step) or
-   the signatures' estimate, both read from the shards' files memory-mapped,
-   and the pairs that pass are saved as edges.
+   shingle sets or the signatures' estimate, both memory-mapped, and the pairs
+   that pass are saved as edges.
 3. **cluster** (:func:`cluster_task`, a single task). Union-find over the edges
    only (nodes are the documents that have an edge: far fewer than documents);
    picks the kept document of each cluster and writes one small file per shard.
-4. **finalize** (:func:`finalize_task`, one per shard). Rewrites the staged
-   parquet into ``<out>/<partition>/part-NNNNN.parquet``, dropping the non-kept
-   members and adding ``dup_cluster_id`` / ``dup_cluster_size``; records the
-   drops under a ``minhash`` step (reason ``near_duplicate``) in the shard's
-   stats, which are its completion marker. Idempotent: it only reads staged files.
+4. **filter** (:class:`MinHashFilter`, the first step of the main pass). Drops
+   the members that are not kept (reason ``near_duplicate``) and writes
+   ``dup_cluster_id`` / ``dup_cluster_size`` on the rest; line dedup's group merge
+   leaves the removed documents out (:func:`removed_mask`).
 
 A document is named by its *global position* ``task_id << 32 | seq`` (``seq``:
-its index among the documents the shard's main pass kept). ``dup_cluster_id`` is
-the global position of the cluster's kept document; a document without near
-duplicates is a cluster of one: its own position, size 1.
+its index among the documents read from the shard). ``dup_cluster_id`` is the
+global position of the cluster's kept document; a document without duplicates is
+a cluster of one: its own position, size 1.
 
 Keep rule (``minhash.keep``): ``first`` keeps the earliest document in input
 order (smallest global position); ``longest`` keeps the longest text, ties to
@@ -47,14 +50,11 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.feather as feather
-import pyarrow.parquet as pq
 
 from ccpipe import minhash_core as mc
 from ccpipe.document import Document
-from ccpipe.io.parquet import partition_of, shard_file_name
-from ccpipe.stats import Stats, write_json_atomic
+from ccpipe.stats import write_json_atomic
 from ccpipe.steps.base import Step, TaskContext
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,6 @@ def minhash_dir(work_dir: Path) -> Path:
 
 def shard_dir(work_dir: Path, task_id: int) -> Path:
     return minhash_dir(work_dir) / f"task-{task_id:05d}"
-
-
-def stage_dir(work_dir: Path) -> Path:
-    return Path(work_dir) / "stage"
-
-
-def staged_stats_path(work_dir: Path, task_id: int) -> Path:
-    """Stats of a shard's main pass; its completion marker when MinHash is on."""
-    return stage_dir(work_dir) / "stats" / f"part-{task_id:05d}.json"
 
 
 def bucket_marker(work_dir: Path, bucket: int) -> Path:
@@ -108,18 +99,12 @@ def global_pos(task_id: int, seq: np.ndarray) -> np.ndarray:
     return (np.uint64(task_id) << _SEQ_BITS) | seq.astype(np.uint64)
 
 
-# --- phase 1: signatures --------------------------------------------------
+# --- phase 1: signatures -----------------------------------------------------
 
 
-class MinHashSignatures(Step):
-    """Signatures and band keys of every document that leaves the main pass.
-
-    Must be the last step: a document's place in the staged output (partition,
-    row) is taken from the order in which this step passes documents on.
-    """
-
-    name = "minhash_signatures"
-    output_fields = {"dup_cluster_id": pa.int64(), "dup_cluster_size": pa.int32()}
+class SignatureWriter:
+    """Signatures and band keys of a shard's documents: :meth:`add` each document in
+    read order, then :meth:`save`."""
 
     def __init__(self, *, num_perm: int, seed: int, ngram: int, bands: int, rows: int, buckets: int,
                  keep_shingles: bool = False, batch: int = 256) -> None:
@@ -127,49 +112,51 @@ class MinHashSignatures(Step):
         self.num_perm, self.seed, self.ngram = num_perm, seed, ngram
         self.bands, self.rows, self.buckets = bands, rows, buckets
         self.batch = batch
+        self._sigs: list[np.ndarray] = []
+        self._lengths: list[int] = []
+        self._ids: list[str] = []
+        self._shingles: list[np.ndarray] = []
+        self._texts: list[str] = []
 
-    def check(self) -> None:
-        try:
-            import datasketch  # noqa: F401
-        except ImportError:
-            from ccpipe.errors import ConfigError
+    def add(self, doc: Document) -> None:
+        self._texts.append(doc.raw_content)
+        self._lengths.append(len(doc.raw_content))
+        self._ids.append(doc.id)
+        if len(self._texts) >= self.batch:
+            self._flush()
 
-            raise ConfigError("MinHash dedup needs datasketch: pip install datasketch (or set minhash.enabled=false)") from None
+    def _flush(self) -> None:
+        if not self._texts:
+            return
+        sh = mc.shingle_hashes_many(self._texts, self.ngram)
+        if self.keep_shingles:  # the set gives the same signature as the list
+            sh = [mc.sorted_unique(x) for x in sh]
+            self._shingles.extend(sh)
+        self._sigs.append(mc.signatures_of(sh, self.num_perm, self.seed))
+        self._texts = []
 
-    def run(self, docs: Iterable[Document], ctx: TaskContext) -> Iterator[Document]:
-        sigs: list[np.ndarray] = []
-        lengths: list[int] = []
-        ids: list[str] = []
-        shingles: list[np.ndarray] = []
-        placement: list[int] = []
-        partitions: dict[str, int] = {}
-        batch: list[Document] = []
-        st = ctx.stats.step(self.name)
+    def save(self, d: Path) -> dict[str, int]:
+        self._flush()
+        sig = np.concatenate(self._sigs) if self._sigs else np.zeros((0, self.num_perm), np.uint32)
+        return write_shard(d, sig, np.asarray(self._lengths, np.int64), self.bands, self.rows, self.buckets,
+                           self._ids, self._shingles if self.keep_shingles else None)
 
-        def flush() -> Iterator[Document]:
-            sh = mc.shingle_hashes_many([d.raw_content for d in batch], self.ngram)
-            if self.keep_shingles:  # the set gives the same signature as the list
-                sh = [mc.sorted_unique(x) for x in sh]
-                shingles.extend(sh)
-            sigs.append(mc.signatures_of(sh, self.num_perm, self.seed))
-            for d in batch:
-                placement.append(partitions.setdefault(partition_of(d), len(partitions)))
-                lengths.append(len(d.raw_content))
-                ids.append(d.id)
-            yield from batch
-            batch.clear()
 
-        for doc in docs:
-            batch.append(doc)
-            if len(batch) >= self.batch:
-                yield from flush()
-        if batch:
-            yield from flush()
-        sig = np.concatenate(sigs) if sigs else np.zeros((0, self.num_perm), np.uint32)
-        counters = write_shard(shard_dir(ctx.work_dir, ctx.task_id), sig, np.asarray(lengths, np.int64),
-                               np.asarray(placement, np.int32), list(partitions), self.bands, self.rows, self.buckets,
-                               ids, shingles if self.keep_shingles else None)
-        st.counters.update(counters)
+def make_signature_writer(cfg: Any) -> SignatureWriter:
+    """The sign step of a ``MinHashConfig``."""
+    bands, rows = cfg.lsh()
+    return SignatureWriter(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, bands=bands, rows=rows,
+                           buckets=cfg.buckets, keep_shingles=cfg.verify == "exact")
+
+
+def check_available() -> None:
+    """Fail before any work when datasketch is missing."""
+    try:
+        import datasketch  # noqa: F401
+    except ImportError:
+        from ccpipe.errors import ConfigError
+
+        raise ConfigError("MinHash dedup needs datasketch: pip install datasketch (or set minhash.enabled=false)") from None
 
 
 def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
@@ -177,7 +164,7 @@ def bucket_of(keys: np.ndarray, buckets: int) -> np.ndarray:
     return (keys % np.uint64(buckets)).astype(np.int64)
 
 
-def write_shard(d: Path, sig: np.ndarray, lengths: np.ndarray, placement: np.ndarray, partitions: list[str],
+def write_shard(d: Path, sig: np.ndarray, lengths: np.ndarray,
                 bands: int, rows: int, buckets: int, ids: list[str] | None = None,
                 shingles: list[np.ndarray] | None = None) -> dict[str, int]:
     """Save one shard's signatures and its band keys grouped by shuffle bucket.
@@ -206,11 +193,9 @@ def write_shard(d: Path, sig: np.ndarray, lengths: np.ndarray, placement: np.nda
     offsets = np.searchsorted(bucket[order], np.arange(buckets + 1))
     _save(d / "signatures.npy", sig)
     _save(d / "lengths.npy", lengths)
-    _save(d / "placement.npy", placement)
     _save(d / "band_keys.npy", keys[order])
     _save(d / "band_docs.npy", seq[order])
     _save(d / "bucket_offsets.npy", offsets.astype(np.int64))
-    write_json_atomic(d / "partitions.json", partitions)
     return {"signed_docs": int(sig.shape[0]), "docs_without_shingles": int((~ok).sum()), "band_keys": int(keys.size)}
 
 
@@ -218,7 +203,8 @@ def write_shard(d: Path, sig: np.ndarray, lengths: np.ndarray, placement: np.nda
 
 
 def bucket_task_fn(work_dir: Path, bucket: int, task_ids: list[int], *, verify_threshold: float | None,
-                   num_perm: int, verify: str = "estimate", max_pairs_per_group: int = 64) -> dict[str, Any]:
+                   num_perm: int, verify: str = "estimate", max_pairs_per_group: int = 64,
+                   fault: Any = None) -> dict[str, Any]:
     """Candidate pairs of one bucket: documents that share a band key.
 
     A group of k documents with one key gives all k(k-1)/2 pairs when k is small
@@ -270,6 +256,8 @@ def bucket_task_fn(work_dir: Path, bucket: int, task_ids: list[int], *, verify_t
         sim = _exact_jaccard(work_dir, ab) if verify == "exact" else _estimated_jaccard(work_dir, ab, num_perm)
         ab = ab[sim >= verify_threshold]
     _save(_edges_path(work_dir, bucket), ab.astype(np.uint64))
+    if fault is not None:
+        fault.hit("minhash_buckets", "middle", bucket)
     counters = {
         "band_entries": int(keys.size),
         "band_collision_groups": int(multi.sum()),
@@ -343,7 +331,7 @@ def union_find(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         a, b = a[differ], b[differ]
 
 
-def cluster_task_fn(work_dir: Path, buckets: int, task_ids: list[int], keep: str) -> dict[str, Any]:
+def cluster_task_fn(work_dir: Path, buckets: int, task_ids: list[int], keep: str, fault: Any = None) -> dict[str, Any]:
     """Clusters from all buckets' edges; one file per shard that has cluster members."""
     parts = [np.load(_edges_path(work_dir, k)) for k in range(buckets)]
     edges = np.concatenate(parts) if parts else np.zeros((0, 2), np.uint64)
@@ -373,6 +361,8 @@ def cluster_task_fn(work_dir: Path, buckets: int, task_ids: list[int], keep: str
         tmp = path.with_name(path.name + f".tmp-{os.getpid()}.npz")
         np.savez(tmp, seq=seq[m], cluster_id=cluster_id[m].astype(np.int64), size=size[m].astype(np.int32))
         os.replace(tmp, path)
+    if fault is not None:
+        fault.hit("minhash_cluster", "middle", 0)
     n_clusters = int(np.unique(root).size)
     counters = {
         "edges": int(edges.shape[0]),
@@ -396,123 +386,102 @@ def _gather_lengths(work_dir: Path, pos: np.ndarray) -> np.ndarray:
     return out
 
 
-# --- phase 4: finalize -------------------------------------------------------
+# --- phase 4: the main pass drops the members that are not kept -----------------
 
 
-def finalize_shard(work_dir: Path, out_dir: Path, task_id: int, final_stats: Path,
-                   compression: str | None, row_group_rows: int) -> dict[str, Any]:
-    """Write a shard's final parquet from its staged files and clusters; save its stats."""
-    stats = Stats.load(staged_stats_path(work_dir, task_id))
-    d = shard_dir(work_dir, task_id)
-    partitions: list[str] = json.loads((d / "partitions.json").read_text())
-    placement = np.load(d / "placement.npy")
-    n = placement.size
-    cluster_id = global_pos(task_id, np.arange(n, dtype=np.uint64)).astype(np.int64)
-    size = np.ones(n, np.int32)
+def cluster_members(work_dir: Path, task_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seq, cluster_id, size) of the shard's documents that have a duplicate."""
     cf = _cluster_file(work_dir, task_id)
-    if cf.is_file():
-        with np.load(cf) as z:
-            seq = z["seq"].astype(np.int64)
-            cluster_id[seq] = z["cluster_id"]
-            size[seq] = z["size"]
-    own = global_pos(task_id, np.arange(n, dtype=np.uint64)).astype(np.int64)
-    keep = cluster_id == own
-    st = stats.step(STEP_NAME)
-    for p, name in enumerate(partitions):
-        seqs = np.flatnonzero(placement == p)
-        src = stage_dir(work_dir) / name / shard_file_name(task_id)
-        dest = Path(out_dir) / name / shard_file_name(task_id)
-        table = pq.read_table(src)
-        if table.num_rows != seqs.size:
-            raise AssertionError(f"{src}: {table.num_rows} rows, signatures say {seqs.size}")
-        chars = pc.utf8_length(table.column("raw_content")).to_numpy(zero_copy_only=False).astype(np.int64)
-        mask = keep[seqs]
-        table = table.set_column(table.schema.get_field_index("dup_cluster_id"), "dup_cluster_id",
-                                 pa.array(cluster_id[seqs], pa.int64()))
-        table = table.set_column(table.schema.get_field_index("dup_cluster_size"), "dup_cluster_size",
-                                 pa.array(size[seqs], pa.int32()))
-        kept = table.filter(pa.array(mask))
-        removed = int((~mask).sum())
-        st.docs_in += int(seqs.size)
-        st.docs_out += kept.num_rows
-        st.chars_in += int(chars.sum())
-        st.chars_out += int(chars[mask].sum())
-        if removed:
-            st.dropped[DROP_REASON] += removed
-            stats.docs_kept -= removed
-            stats.chars_kept -= int(chars[~mask].sum())
-            stats.by_language[name] -= removed
-            if stats.by_language[name] == 0:
-                del stats.by_language[name]
-        if kept.num_rows:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.tmp")
-            pq.write_table(kept, tmp, compression=compression, row_group_size=row_group_rows)
-            os.replace(tmp, dest)
-        else:
-            dest.unlink(missing_ok=True)
-    st.counters["docs_in_duplicate_clusters"] += int((size > 1).sum())
-    stats.check()
-    stats.save(final_stats)
-    for name in partitions:
-        (stage_dir(work_dir) / name / shard_file_name(task_id)).unlink(missing_ok=True)
-    return {"docs": n, "removed": int((~keep).sum())}
+    if not cf.is_file():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32)
+    with np.load(cf) as z:
+        return z["seq"].astype(np.int64), z["cluster_id"].astype(np.int64), z["size"].astype(np.int32)
+
+
+def removed_mask(work_dir: Path, task_id: int, n_docs: int) -> np.ndarray:
+    """True for each of the shard's ``n_docs`` documents that MinHash removes."""
+    seq, cid, _ = cluster_members(work_dir, task_id)
+    out = np.zeros(n_docs, bool)
+    out[seq] = cid != global_pos(task_id, seq).astype(np.int64)
+    return out
+
+
+class MinHashFilter(Step):
+    """Drop the cluster members that are not kept; label the rest with their cluster."""
+
+    name = STEP_NAME
+    output_fields = {"dup_cluster_id": pa.int64(), "dup_cluster_size": pa.int32()}
+
+    def run(self, docs: Iterable[Document], ctx: TaskContext) -> Iterator[Document]:
+        seq, cid, size = cluster_members(ctx.work_dir, ctx.task_id)
+        members = {int(s): (int(c), int(n)) for s, c, n in zip(seq.tolist(), cid.tolist(), size.tolist())}
+        base = int(ctx.task_id) << 32
+        st = ctx.stats.step(self.name)
+        for doc in docs:
+            own = base | doc.position
+            cluster, n = members.get(doc.position, (own, 1))
+            if cluster != own:
+                st.dropped[DROP_REASON] += 1
+                continue
+            if n > 1:
+                st.counters["docs_kept_from_clusters"] += 1
+            doc.extras["dup_cluster_id"] = cluster
+            doc.extras["dup_cluster_size"] = n
+            yield doc
 
 
 # --- the phases as executor tasks ---------------------------------------------
 
 
-def make_signature_step(cfg: Any) -> MinHashSignatures:
-    """The sign step for a ``MinHashConfig``."""
-    bands, rows = cfg.lsh()
-    return MinHashSignatures(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, bands=bands, rows=rows,
-                             buckets=cfg.buckets, keep_shingles=cfg.verify == "exact")
+def bucket_task(args: tuple[Path, int, list[int], float | None, int, str, Any]) -> dict[str, Any]:
+    from ccpipe import faults
+
+    work_dir, bucket, task_ids, threshold, num_perm, verify, fault = args
+    marker = bucket_marker(work_dir, bucket)
+    if marker.is_file():  # finished before a retry: idempotent
+        return json.loads(marker.read_text())
+    faults.hit(fault, "minhash_buckets", "start", bucket)
+    counters = bucket_task_fn(work_dir, bucket, task_ids, verify_threshold=threshold, num_perm=num_perm,
+                              verify=verify, fault=fault)
+    faults.hit(fault, "minhash_buckets", "done", bucket)
+    return counters
 
 
-def bucket_task(args: tuple[Path, int, list[int], float | None, int, str]) -> dict[str, Any]:
-    work_dir, bucket, task_ids, threshold, num_perm, verify = args
-    return bucket_task_fn(work_dir, bucket, task_ids, verify_threshold=threshold, num_perm=num_perm, verify=verify)
+def cluster_task(args: tuple[Path, int, list[int], str, Any]) -> dict[str, Any]:
+    from ccpipe import faults
+
+    work_dir, buckets, task_ids, keep, fault = args
+    if cluster_marker(work_dir).is_file():
+        return json.loads(cluster_marker(work_dir).read_text())
+    faults.hit(fault, "minhash_cluster", "start", 0)
+    counters = cluster_task_fn(work_dir, buckets, task_ids, keep, fault=fault)
+    faults.hit(fault, "minhash_cluster", "done", 0)
+    return counters
 
 
-def cluster_task(args: tuple[Path, int, list[int], str]) -> dict[str, Any]:
-    return cluster_task_fn(*args)
+def run_phases(ex: Any, cfg: Any, out_dir: Path, task_ids: list[int], fault: Any = None) -> dict[str, float]:
+    """Buckets and clustering, each skipping what its markers say is done.
 
-
-def finalize_task(args: tuple[Path, Path, int, Path, str | None, int]) -> dict[str, Any]:
-    return finalize_shard(*args)
-
-
-def run_phases(ex: Any, cfg: Any, out_dir: Path, task_ids: list[int], final_stats: Any) -> dict[str, float]:
-    """Buckets, clustering and finalize, each skipping what its markers say is done.
-
-    ``cfg`` is the run's ``PipelineConfig``; ``final_stats(task_id)`` the path of a
-    shard's final stats (its completion marker). Returns wall seconds per phase.
+    ``cfg`` is the run's ``PipelineConfig``. Returns wall seconds per phase.
     """
     import time
 
     mh = cfg.minhash
     work = out_dir / "_work"
     seconds: dict[str, float] = {}
+    if cluster_marker(work).is_file():
+        return seconds
     t0 = time.perf_counter()
-    if not cluster_marker(work).is_file():
-        todo = [k for k in range(mh.buckets) if not bucket_marker(work, k).is_file()]
-        items = [(work, k, task_ids, mh.pair_threshold(), mh.num_perm, mh.verify) for k in todo]
-        for _ in ex.map(bucket_task, items, desc="minhash buckets"):
-            pass
-        seconds["minhash_buckets"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        # one task: union-find needs every edge, but only edges (no documents, no signatures)
-        for _ in ex.map(cluster_task, [(work, mh.buckets, task_ids, mh.keep)], desc="minhash clusters"):
-            pass
-        seconds["minhash_cluster"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    out = cfg.output
-    compression = None if out.compression == "none" else out.compression
-    todo_f = [t for t in task_ids if not Path(final_stats(t)).is_file()]
-    items_f = [(work, out_dir, t, Path(final_stats(t)), compression, out.row_group_rows) for t in todo_f]
-    for _ in ex.map(finalize_task, items_f, desc="minhash finalize"):
+    todo = [k for k in range(mh.buckets) if not bucket_marker(work, k).is_file()]
+    items = [(work, k, task_ids, mh.pair_threshold(), mh.num_perm, mh.verify, fault) for k in todo]
+    for _ in ex.map(bucket_task, items, desc="minhash buckets"):
         pass
-    seconds["minhash_finalize"] = time.perf_counter() - t0
+    seconds["minhash_buckets"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    # one task: union-find needs every edge, but only edges (no documents, no signatures)
+    for _ in ex.map(cluster_task, [(work, mh.buckets, task_ids, mh.keep, fault)], desc="minhash clusters"):
+        pass
+    seconds["minhash_cluster"] = time.perf_counter() - t0
     return seconds
 
 

@@ -4,10 +4,12 @@ CCNet's recipe, reproduced exactly: each line is normalised for the LM
 (:func:`ccpipe.text.normalize_for_lm`), cut into SentencePiece pieces joined by
 spaces, and scored by KenLM in log10 with ``<s>`` and ``</s>``; the document's
 perplexity is ``10 ** (-sum(logprob) / sum(n_pieces + 1))``, rounded to one
-decimal. Documents in languages without a model get perplexity -1 and bucket
-``all`` (as CCNet). With a cutoff table the bucket is ``head`` below the
-language's ``head`` percentile, ``middle`` below its ``middle`` percentile, else
-``tail``.
+decimal. Documents in languages without a model get a null perplexity and bucket
+``all``. The bucket is ``head`` below the language's ``head`` percentile,
+``middle`` below its ``middle`` percentile, else ``tail``; by default the
+percentiles are the run's own and buckets are assigned in the run's last phase
+(:mod:`ccpipe.buckets`); with ``calibration: reference`` this step assigns them
+from a reference table (CCNet's ``cutoff.csv``).
 """
 
 from __future__ import annotations
@@ -139,9 +141,10 @@ def save_cutoffs(table: dict[str, list[float]], path: Path) -> None:
     tmp.replace(path)
 
 
-def bucket_of(perplexity: float, cutoffs: list[float] | None, head: int = 30, middle: int = 60) -> str:
-    """``head`` if pp < p<head>, ``middle`` if pp < p<middle>, else ``tail``; ``all`` without cutoffs."""
-    if perplexity < 0 or cutoffs is None:
+def bucket_of(perplexity: float | None, cutoffs: list[float] | None, head: int = 30, middle: int = 60) -> str:
+    """``head`` if pp < p<head>, ``middle`` if pp < p<middle>, else ``tail``; ``all``
+    without a score or cutoffs."""
+    if perplexity is None or perplexity < 0 or cutoffs is None:
         return NO_MODEL_BUCKET
     if perplexity < cutoffs[head]:
         return "head"
@@ -204,10 +207,11 @@ class LMScorer:
 
 
 class Perplexity(Step):
-    """Write ``perplexity`` and ``bucket`` into ``doc.extras``; drops nothing."""
+    """Write ``perplexity`` (and, with ``assign_buckets``, ``bucket``) into
+    ``doc.extras``; drops nothing."""
 
     name = "perplexity"
-    output_fields = {"perplexity": pa.float64(), "bucket": pa.string()}
+    output_fields = {"perplexity": pa.float64()}
 
     def __init__(
         self,
@@ -216,12 +220,14 @@ class Perplexity(Step):
         cutoffs: str | Path | None = None,
         head_percentile: int = 30,
         middle_percentile: int = 60,
+        assign_buckets: bool = True,
     ) -> None:
         self.model_dir = lm_dir(Path(model_dir).expanduser() if model_dir else None)
         self.languages = list(languages) if languages else None
         self.cutoffs_path = Path(cutoffs).expanduser() if cutoffs else cutoff_path(self.model_dir)
         self.head_percentile = head_percentile
         self.middle_percentile = middle_percentile
+        self.assign_buckets = assign_buckets
         self._scorers: dict[str, LMScorer | None] = {}
         self._cutoffs: dict[str, list[float]] | None = None
         self._langs: set[str] = set()
@@ -235,7 +241,8 @@ class Perplexity(Step):
         and no model exists)."""
         if cfg.enabled is False:
             return None
-        step = cls(cfg.model_dir, cfg.languages, cfg.cutoffs, cfg.head_percentile, cfg.middle_percentile)
+        step = cls(cfg.model_dir, cfg.languages, cfg.cutoffs, cfg.head_percentile, cfg.middle_percentile,
+                   assign_buckets=cfg.calibration == "reference")
         if cfg.enabled == "auto" and not step.model_languages():
             log.warning("perplexity: no models in %s, step skipped (%s)", step.model_dir, BUILD_HINT)
             return None
@@ -258,15 +265,20 @@ class Perplexity(Step):
             # a corrupt file fails the run here rather than in every worker
             _load_sp(sp_path(lang, self.model_dir))
             _load_kenlm(lm)
+        if not self.assign_buckets:
+            if self.cutoffs_path.is_file():
+                load_cutoffs(self.cutoffs_path)  # a corrupt fallback table fails here too
+            return
         table = load_cutoffs(self.cutoffs_path)
         missing = [lang for lang in langs if lang not in table]
         if missing:
             log.warning("cutoff table %s has no column for %s: their bucket will be 'all'", self.cutoffs_path, missing)
 
     def prepare(self, ctx: TaskContext) -> None:
-        if self._cutoffs is None:
-            self._cutoffs = load_cutoffs(self.cutoffs_path)
+        if not self._langs:
             self._langs = set(self.model_languages())
+        if self.assign_buckets and self._cutoffs is None:
+            self._cutoffs = load_cutoffs(self.cutoffs_path)
 
     def lm_file(self, lang: str) -> Path:
         """``<lang>.arpa.bin``, or a plain ``<lang>.arpa`` when only that exists (slow to load)."""
@@ -288,9 +300,11 @@ class Perplexity(Step):
         counters = ctx.stats.step(self.name).counters
         for doc in docs:
             s = self.scorer(doc.language)
-            perplexity = s.perplexity(doc.raw_content) if s is not None else -1.0
-            bucket = bucket_of(perplexity, self._cutoffs.get(doc.language), self.head_percentile, self.middle_percentile)
+            perplexity = s.perplexity(doc.raw_content) if s is not None else None
             doc.extras["perplexity"] = perplexity
-            doc.extras["bucket"] = bucket
-            counters[f"bucket_{bucket}"] += 1
+            counters["scored" if perplexity is not None else "no_model"] += 1
+            if self.assign_buckets:
+                bucket = bucket_of(perplexity, self._cutoffs.get(doc.language), self.head_percentile, self.middle_percentile)
+                doc.extras["bucket"] = bucket
+                counters[f"bucket_{bucket}"] += 1
             yield doc

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import torch
 from torch import Tensor
 
+from ccpipe.io.dataset import partition_name, partition_values
 from geometry.api import GeometryIndex
 from geometry.embed import MODEL_NAME
 from geometry.service.batching import MicroBatcher
@@ -196,7 +197,7 @@ class QueryEngine:
         row = _read_row(str(Path(self.gi.run_dir) / shard), doc_id)
         if not with_text:
             row.pop("raw_content", None)
-        return Path(shard).parent.name, row
+        return partition_name(Path(shard)), row
 
 
 def _nan_last(v: float) -> float:
@@ -211,6 +212,8 @@ def _read_row_cached(path: str, doc_id: str) -> tuple[tuple[str, object], ...]:
 
         raise StoreError(f"document {doc_id!r} is in the embedding store but not in {path}; was the run rewritten? re-embed it")
     row = t.slice(0, 1).to_pylist()[0]
+    for key, value in partition_values(Path(path)).items():  # hive: language and bucket are folder names
+        row.setdefault(key, value)
     return tuple((k, _jsonable(v)) for k, v in row.items())
 
 

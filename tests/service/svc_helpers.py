@@ -17,5 +17,7 @@ def free_socket() -> socket.socket:
 
 
 def english_shard(run: Path) -> Path:
-    """The first English shard (partition ``en`` or ``en_<bucket>`` once perplexity exists)."""
-    return sorted(run.glob("en*/part-*.parquet"))[0]
+    """The first English shard (``data/language=en[/bucket=<bucket>]/``)."""
+    from ccpipe.io.dataset import shard_files
+
+    return next(p for p in shard_files(run) if "language=en" in p.parts or "language=en" in str(p.parent))

@@ -10,6 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from svc_helpers import english_shard
+
+from ccpipe.io.dataset import partition_name
 from geometry.api import GeometryIndex
 
 
@@ -50,7 +52,8 @@ def test_document_lookup(http, server, doc_ids) -> None:
     r = http.get(f"/v1/documents/{doc_ids[3]}")
     assert r.status_code == 200
     got = r.json()
-    assert got["partition"] == shard.parent.name and got["id"] == want["id"]
+    assert got["partition"] == partition_name(shard) and got["id"] == want["id"]
+    assert got["fields"]["language"] == "en"
     assert got["fields"]["url"] == want["url"] and got["fields"]["title"] == want["title"]
     assert "raw_content" not in got["fields"]
     full = http.get(f"/v1/documents/{doc_ids[3]}", params={"text": "true"}).json()
