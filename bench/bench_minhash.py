@@ -18,7 +18,8 @@ One command (defaults: the 20k-doc benchmark file made by
    (all of them, or a sample of ``--sample``).
 3. with ``--run``: the same figures for a finished pipeline run on the same file,
    from its ``_work/minhash`` audit files (pairs where both documents reached
-   MinHash, i.e. survived line dedup and language id).
+   MinHash, i.e. survived line dedup and language id); run it with
+   ``ccpipe run --keep-work``, since ``_work`` is deleted after a successful run.
 """
 
 from __future__ import annotations

@@ -35,6 +35,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crawl", help="Common Crawl snapshot id, e.g. CC-MAIN-2024-22 (input.crawl)")
     p.add_argument("--segments", help="lines of the crawl's wet.paths.gz, e.g. 0-9 (input.segments)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep the scratch directory <out>/_work after success (output.keep_work)")
     p.add_argument("--restart-if-changed", action="store_true",
                    help="if --out holds a run of another config or input, delete it and start over "
                         "(default: refuse); a run of the same config still resumes")
@@ -63,6 +65,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             o[key] = v
     if args.no_progress:
         o["executor.progress"] = False
+    if args.keep_work:
+        o["output.keep_work"] = True
     for item in args.set:
         k, v = parse_override(item)
         o[k] = v
@@ -118,6 +122,8 @@ def summary(stats, out_dir: Path) -> str:
         lines.append(f"errors: {d['errors']}")
     if d["file_errors"]:
         lines.append(f"file problems: {d['file_errors']}")
+    for path, text in d["file_problems"].items():
+        lines.append(f"  {path}: {text}")
     top = list(d["kept_by_language"].items())[:12]
     if top:
         lines.append("kept by partition: " + ", ".join(f"{k} {v}" for k, v in top))
@@ -155,7 +161,25 @@ def main(argv: list[str] | None = None) -> int:
     except CcpipeError as e:
         log.error("%s", e)
         return 2
+    except KeyboardInterrupt:
+        log.error("%s", INTERRUPTED.get(args.command, f"{args.command}: interrupted"))
+        return 130
+    except OSError as e:  # a full disk, an unwritable or vanished path: say which, no traceback
+        log.debug("details", exc_info=True)
+        log.error("%s: %s (-v shows the traceback)", args.command, e)
+        return 2
+
+
+# What an interrupted command (Ctrl-C) says instead of a KeyboardInterrupt traceback.
+INTERRUPTED = {
+    "run": "run stopped (interrupted); finished work is kept on disk: run the same command again to resume it",
+    "audit": "audit interrupted; no report was written",
+}
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m ccpipe.cli`: run the imported module's main, whose COMMANDS the
+    # plugin subcommands (audit, models) register into, not this __main__ copy's
+    from ccpipe.cli import main as _main
+
+    sys.exit(_main())

@@ -37,12 +37,32 @@ class InputConfig:
     """A record cut off by the end of its file: ``keep`` its readable text (flagged
     in the ``truncated`` column, counted as ``records_truncated_kept``, as cc_net
     keeps it) or ``drop`` it (counted as the error ``truncated_record``)."""
+    on_error: str = "fail"
+    """An input that stays unreadable (cannot be opened, its download keeps
+    failing): ``fail`` stops the run; ``skip`` names it in the stats
+    (``file_problems``, counted as ``input_unreadable``) and the run goes on."""
+    retry_attempts: int = 8
+    """Requests for an http(s) input before it counts as broken: connection
+    errors, timeouts, cut streams, 408/425/429/5xx are retried; other statuses
+    (404, 403, ...) are not."""
+    retry_base_seconds: float = 2.0
+    """First wait between attempts; doubled per failure, with jitter; a longer
+    ``Retry-After`` from the server is obeyed (up to 10 minutes)."""
+    retry_max_seconds: float = 60.0
+    """Longest wait between two attempts (before jitter)."""
 
     def __post_init__(self) -> None:
         if self.split_mb < 0:
             raise ConfigError("input.split_mb must be >= 0")
         if self.truncated not in ("keep", "drop"):
             raise ConfigError(f"input.truncated must be 'keep' or 'drop', got {self.truncated!r}")
+        if self.on_error not in ("fail", "skip"):
+            raise ConfigError(f"input.on_error must be 'fail' or 'skip', got {self.on_error!r}")
+        if self.retry_attempts < 1:
+            raise ConfigError("input.retry_attempts must be >= 1")
+        if not 0 < self.retry_base_seconds <= self.retry_max_seconds:
+            raise ConfigError("input retry waits must satisfy 0 < retry_base_seconds <= retry_max_seconds, "
+                              f"got {self.retry_base_seconds} and {self.retry_max_seconds}")
         if self.segments and not self.crawl:
             raise ConfigError("input.segments needs input.crawl (e.g. CC-MAIN-2024-22)")
 
@@ -293,6 +313,11 @@ class OutputConfig:
     """Parquet compression codec."""
     row_group_rows: int = 5000
     """Rows per parquet row group."""
+    keep_work: bool = False
+    """Keep the scratch directory ``<dir>/_work`` (line hashes, staged parquet,
+    MinHash signatures and clusters) after a successful run; by default it is
+    deleted, since rows, stats and the run record are all a finished run needs.
+    A rerun with another ``keep_work`` is the same run."""
 
     def __post_init__(self) -> None:
         if self.compression not in ("zstd", "snappy", "gzip", "lz4", "brotli", "none"):

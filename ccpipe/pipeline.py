@@ -30,16 +30,17 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from ccpipe import buckets, faults
+from ccpipe import buckets, faults, rundir
 from ccpipe.config import PipelineConfig
 from ccpipe.errors import ConfigError
 from ccpipe.executors import make_executor
 from ccpipe.document import Document
+from ccpipe.io import input_check
 from ccpipe.io.dataset import DATA_DIR
 from ccpipe.io.doc_cache import read_doc_cache, write_doc_cache
 from ccpipe.io.inputs import Shard, plan_shards
 from ccpipe.io.parquet import ShardWriter, output_schema, partition_label
-from ccpipe.io.wet import read_wet
+from ccpipe.io.wet import read_input
 from ccpipe.stats import Stats, merge_counters, write_json_atomic
 from ccpipe.steps.base import Step, TaskContext, counted
 from ccpipe.steps.dedup import LineDedup, LineHasher, group_files, merge_group, shard_hashes_dir
@@ -157,8 +158,7 @@ def read_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
     n = 0
     seconds = {"line_hash": 0.0, "sign": 0.0}
     clock = time.perf_counter
-    for doc in write_doc_cache(spec.doc_cache(tid), read_wet(shard.path, read_stats, shard.range,
-                                                              truncated=cfg.input.truncated)):
+    for doc in write_doc_cache(spec.doc_cache(tid), read_input(shard.path, read_stats, shard.range, cfg.input)):
         n += 1
         if hasher is not None:
             t0 = clock()
@@ -194,7 +194,7 @@ def _read_shard(spec: RunSpec, shard: Shard, stats: Stats) -> Iterator[Document]
         return read_doc_cache(spec.doc_cache(shard.task_id))
 
     def numbered() -> Iterator[Document]:
-        for i, doc in enumerate(read_wet(shard.path, stats, shard.range, truncated=spec.config.input.truncated)):
+        for i, doc in enumerate(read_input(shard.path, stats, shard.range, spec.config.input)):
             doc.position = i
             yield doc
 
@@ -309,10 +309,10 @@ def _check_same_run(spec: RunSpec, shards: list[Shard], *, restart_if_changed: b
         "layout": LAYOUT_VERSION,
     }
     record["config"]["executor"] = None  # how it runs does not change what it makes
-    record["config"]["output"].pop("dir", None)
-    path = spec.work_dir / "run.json"
-    if path.is_file():
-        if json.loads(path.read_text()) == json.loads(json.dumps(record)):
+    rundir.strip_runtime_keys(record["config"])
+    saved = rundir.load_record(spec.out_dir)
+    if saved is not None:
+        if saved == json.loads(json.dumps(record)):
             return
         if not restart_if_changed:
             raise ConfigError(
@@ -322,13 +322,17 @@ def _check_same_run(spec: RunSpec, shards: list[Shard], *, restart_if_changed: b
         log.warning("%s holds a run with another config or input: deleting it and starting over", spec.out_dir)
         _delete_run(spec.out_dir)
     spec.work_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, record)
+    rundir.save_record(spec.out_dir, record)
 
 
 def merge_stats(out_dir: Path, shards: list[Shard]) -> Stats:
     total = Stats()
+    inputs = input_check.InputTally()
     for s in shards:
-        total.merge(Stats.load(out_dir / "stats" / "shards" / f"part-{s.task_id:05d}.json"))
+        shard_stats = Stats.load(out_dir / "stats" / "shards" / f"part-{s.task_id:05d}.json")
+        inputs.add(s.path, shard_stats)
+        total.merge(shard_stats)
+    inputs.apply(total)  # names input files that gave nothing usable
     for marker in sorted((out_dir / "_work" / "line_hashes").glob("group-*.done")):
         merge_counters(total.step("line_dedup").counters, json.loads(marker.read_text()))
     if minhash.STEP_NAME in total.steps:
@@ -350,7 +354,17 @@ def run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> St
 
     ``restart_if_changed``: if the output directory holds a run of another config or
     input, delete it and start over (default: refuse with a :class:`ConfigError`).
+    The output directory is locked for the run (a second run into it is refused,
+    naming the first) and its ``_work`` scratch is deleted after success unless
+    ``output.keep_work`` (``ccpipe.rundir``).
     """
+    with rundir.claim(Path(cfg.output.dir).expanduser().resolve()) as out_dir:
+        stats = _run_pipeline(cfg, restart_if_changed=restart_if_changed)
+        rundir.finish(out_dir, keep_work=cfg.output.keep_work)
+    return stats
+
+
+def _run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> Stats:
     out_dir = Path(cfg.output.dir).expanduser().resolve()
     steps = build_steps(cfg)
     if cfg.minhash.enabled:
@@ -371,6 +385,9 @@ def run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> St
                    fault=faults.Fault.from_env(out_dir / "_work"))
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_run(spec, shards, restart_if_changed=restart_if_changed)
+    if rundir.is_finished(out_dir):  # done, scratch deleted: nothing left to do
+        log.info("%s holds this run, finished: nothing to do", out_dir)
+        return Stats.load(out_dir / "stats" / "run.json")
     log.info("%d shard(s) from %d input file(s) -> %s", len(shards), len({s.path for s in shards}), out_dir)
 
     seconds: dict[str, float] = {}
@@ -402,4 +419,5 @@ def run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> St
     for phase, sec in seconds.items():
         stats.counters[f"wall_seconds_{phase}"] = round(sec, 3)
     stats.save(out_dir / "stats" / "run.json")
+    input_check.report(stats)  # raises when no input yielded a record
     return stats

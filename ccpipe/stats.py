@@ -89,6 +89,9 @@ class Stats:
     """Records that could not be parsed, by reason."""
     file_errors: Counter = field(default_factory=Counter)
     """Problems that concern a file rather than one record (no record count known)."""
+    file_problems: dict[str, str] = field(default_factory=dict)
+    """Input files that could not be read or yielded no usable WET record, by path:
+    what they look like (``empty file``, ``a WARC file with 16 response records ...``)."""
     steps: dict[str, StepStats] = field(default_factory=dict)
     by_language: Counter = field(default_factory=Counter)
     counters: Counter = field(default_factory=Counter)
@@ -143,6 +146,7 @@ class Stats:
         self.chars_kept += other.chars_kept
         self.errors.update(other.errors)
         self.file_errors.update(other.file_errors)
+        self.file_problems.update(other.file_problems)
         for name, st in other.steps.items():
             self.step(name).merge(st)
         self.by_language.update(other.by_language)
@@ -163,6 +167,7 @@ class Stats:
             "dropped": dict(sorted(self.dropped.items())),
             "errors": dict(sorted(self.errors.items())),
             "file_errors": dict(sorted(self.file_errors.items())),
+            "file_problems": dict(sorted(self.file_problems.items())),
             "steps": {name: st.to_dict() for name, st in self.steps.items()},
             "kept_by_language": dict(self.by_language.most_common()),
             "counters": dict(sorted(self.counters.items())),
@@ -178,6 +183,7 @@ class Stats:
             chars_kept=d["characters"]["kept"],
             errors=Counter(d.get("errors", {})),
             file_errors=Counter(d.get("file_errors", {})),
+            file_problems=dict(d.get("file_problems", {})),
             steps={k: StepStats.from_dict(v) for k, v in d.get("steps", {}).items()},
             by_language=Counter(d.get("kept_by_language", {})),
             counters=Counter(d.get("counters", {})),

@@ -31,6 +31,7 @@ def _cfg(out: Path):
         "input.paths": [str(wet)], "output.dir": str(out), "executor.progress": False, "executor.workers": 2,
         "input.split_mb": 0.1, "minhash.buckets": 3, "perplexity.enabled": True, "ref.enabled": False,
         "perplexity.min_calibration_docs": 1,
+        "output.keep_work": True,  # the test looks for _work/fault.fired after the run
     })
 
 

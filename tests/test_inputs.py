@@ -68,7 +68,7 @@ def mirror(tmp_path, wet_dir):
 def test_crawl_segment_range_over_http_with_retries(mirror, tmp_path):
     base, handler, _ = mirror
     handler.fail = 2  # two 503s, then the file: retried with backoff
-    cfg = InputConfig(crawl="CC-MAIN-TEST", segments="1", base_url=base)
+    cfg = InputConfig(crawl="CC-MAIN-TEST", segments="1", base_url=base, retry_base_seconds=0.05, retry_max_seconds=0.1)
     urls = crawl_paths(cfg, cache_dir=tmp_path / "cache")
     assert urls == [base + "crawl-data/CC-MAIN-TEST/segments/1/wet/CC-MAIN-2024-22-00000.one-page.warc.wet.gz"]
     assert handler.seen == 3

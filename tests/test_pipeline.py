@@ -125,7 +125,7 @@ def test_restart_if_changed_replaces_a_run_of_another_config(tmp_path, wet_dir):
         run_pipeline(changed)
     stats = run_pipeline(changed, restart_if_changed=True)
     assert stats.docs_read >= 1
-    assert json.loads((out / "_work" / "run.json").read_text())["config"]["langid"]["threshold"] == 0.9
+    assert json.loads((out / "stats" / "run_config.json").read_text())["config"]["langid"]["threshold"] == 0.9
     assert (out / "notes.txt").read_text() == "mine"  # not ours: kept
     run_pipeline(changed, restart_if_changed=True)  # same config: resumes, nothing deleted
 

@@ -63,6 +63,24 @@ def always_fails(x: int) -> int:
     raise ValueError(f"bad item {x}")
 
 
+def broken_input(log: str) -> int:
+    """A ccpipe error (a broken input): counts its attempts in ``log``."""
+    from ccpipe.errors import InputError
+
+    with open(log, "a") as f:
+        f.write("attempt\n")
+    raise InputError("input x.wet.gz: HTTP 404 Not Found")
+
+
+def test_ccpipe_errors_are_not_retried_and_keep_their_message(tmp_path):
+    from ccpipe.errors import InputError
+
+    log = tmp_path / "attempts"
+    with pytest.raises(InputError, match="HTTP 404 Not Found"):
+        list(_executor(max_retries=2).map(broken_input, [str(log)], desc="bad input"))
+    assert log.read_text().count("attempt") == 1
+
+
 def test_map_yields_every_result_once():
     ex = _executor()
     got = dict(ex.map(square, list(range(10)), desc="sq"))
@@ -90,7 +108,8 @@ def test_task_failing_every_time_raises_task_failed():
 
 def test_pipeline_on_ray_same_rows_as_local_and_resume(tmp_path, wet_dir):
     inputs = [wet_dir / "CC-MAIN-2017-30-00008.excerpt.warc.wet.gz", wet_dir / "CC-MAIN-2016-50-00009.excerpt-en.warc.wet.gz"]
-    over = {"executor.workers": 2, "input.split_mb": 0.1, "perplexity.enabled": True}  # buckets placed last
+    over = {"executor.workers": 2, "input.split_mb": 0.1, "perplexity.enabled": True,  # buckets placed last
+            "output.keep_work": True}  # the resume below edits _work
     local = run_pipeline(config(tmp_path / "local", inputs, **over))
     on_ray = run_pipeline(config(tmp_path / "ray", inputs, **over, **{"executor.kind": "ray"}))
     assert on_ray.shards == local.shards > 4

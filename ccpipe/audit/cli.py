@@ -29,6 +29,11 @@ def _audit(args: argparse.Namespace) -> int:
         cfg = replace(cfg, **given)
     except ValueError as e:
         raise CcpipeError(f"bad audit option: {e}") from e
+    from pathlib import Path
+
+    from ccpipe.rundir import prepare
+
+    prepare(Path(args.out).expanduser().parent, "audit output directory")  # fail before the work
     out = write_report(args.run_dir, args.out, compare=args.compare, config=cfg)
     print(out)
     return 0

@@ -79,6 +79,8 @@ class RunData:
     middle_percentile: int = 60
     geometry: Geometry | None = None
     geometry_note: str = ""
+    unfinished: str | None = None
+    """For a run that has not finished: how far it got (``ccpipe.rundir.progress``)."""
     warnings: list[str] = field(default_factory=list)
 
     def has(self, column: str) -> bool:
@@ -100,7 +102,12 @@ def load_stats(run: Path) -> dict:
         return Stats.load(path).to_dict()
     shards = sorted((run / "stats" / "shards").glob("*.json"))
     if not shards:
-        raise CcpipeError(f"{run} has no stats/run.json nor stats/shards/*.json: is it an output directory of `ccpipe run`?")
+        from ccpipe.rundir import WORK, load_record
+
+        if load_record(run) is None and not (run / WORK).is_dir():
+            raise CcpipeError(f"{run} has no stats/run.json nor stats/shards/*.json: is it an output directory of `ccpipe run`?")
+        log.warning("%s: unfinished run, no shard has finished yet", run)
+        return Stats().to_dict()
     merged = Stats()
     for p in shards:
         merged.merge(Stats.load(p))
@@ -122,11 +129,9 @@ def load_docs(run: Path) -> pa.Table:
 
 
 def _run_config(run: Path) -> dict:
-    p = run / "_work" / "run.json"
-    try:
-        return json.loads(p.read_text()).get("config", {}) or {}
-    except (OSError, ValueError):
-        return {}
+    from ccpipe.rundir import load_record
+
+    return (load_record(run) or {}).get("config", {}) or {}
 
 
 def load_cutoffs(run: Path, cfg: dict) -> tuple[dict[str, list[float]] | None, str | None]:
@@ -157,7 +162,9 @@ def load_run(run: str | Path, config: AuditConfig | None = None, *, with_geometr
     run = Path(run)
     if not run.is_dir():
         raise CcpipeError(f"run directory {run} does not exist")
-    data = RunData(run=run, stats=load_stats(run), docs=load_docs(run))
+    from ccpipe.rundir import progress
+
+    data = RunData(run=run, stats=load_stats(run), docs=load_docs(run), unfinished=progress(run))
     rcfg = _run_config(run)
     pcfg = rcfg.get("perplexity") or {}
     data.head_percentile = int(pcfg.get("head_percentile", 30))

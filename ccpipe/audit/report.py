@@ -313,7 +313,9 @@ def build_report(run: str | os.PathLike[str], compare: str | os.PathLike[str] | 
             f"<style>{CSS}</style></head><body>")
     intro = (f"<h1>Audit of run <code>{_e(a.run)}</code></h1><p class='meta'>generated {when} by <code>ccpipe audit</code>"
              + (f"; compared with <code>{_e(b.run)}</code>" if b is not None else "") + "</p>"
-             + "<nav>" + "".join(f"<a href='#{n}'>{n}</a>" for n in nav) + "</nav>")
+             + "<nav>" + "".join(f"<a href='#{n}'>{n}</a>" for n in nav) + "</nav>"
+             + "".join(f"<p class='na'><b>{_e(r.run)}</b>: {_e(r.unfinished)}</p>"
+                       for r in (a, b) if r is not None and r.unfinished))
     return head + intro + "".join(sections) + "</body></html>\n"
 
 

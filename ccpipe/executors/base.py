@@ -15,6 +15,14 @@ class TaskFailed(CcpipeError):
     """A task kept failing after its retries; finished tasks are kept on disk."""
 
 
+def retryable(err: BaseException) -> bool:
+    """Whether running a failed task again can help. ccpipe's own errors say that an
+    input, a config value or a model is wrong (an input has had its download
+    retries already): the same task would fail the same way, so they stop the
+    run at once with their own message."""
+    return not isinstance(err, CcpipeError)
+
+
 class Executor:
     """Map a picklable function over items, yielding ``(item, result)`` as they finish.
 

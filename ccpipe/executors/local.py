@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Iterator, Sequence
 
+from ccpipe import lifeline
 from ccpipe.config import ExecutorConfig
-from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights
+from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights, retryable
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +26,14 @@ class LocalExecutor(Executor):
     def __init__(self, cfg: ExecutorConfig):
         self.cfg = cfg
         self.workers = cfg.n_workers
+        self._pool: ProcessPoolExecutor | None = None
 
-    def _pool(self, n: int) -> ProcessPoolExecutor:
+    def _new_pool(self, n: int) -> ProcessPoolExecutor:
         # forkserver: workers start from a clean, thread-free process (safe with
-        # pyarrow/torch threads in the driver) and still start fast
-        return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("forkserver"))
+        # pyarrow/torch threads in the driver) and still start fast; each worker
+        # dies with the driver, even a SIGKILLed one (ccpipe.lifeline)
+        return ProcessPoolExecutor(max_workers=n, mp_context=mp.get_context("forkserver"),
+                                   initializer=lifeline.worker_init, initargs=(os.getpid(),))
 
     def map(
         self,
@@ -46,7 +51,7 @@ class LocalExecutor(Executor):
         try:
             while pending:
                 n = min(self.workers, len(pending))
-                pool = self._pool(n)
+                pool = self._pool = self._new_pool(n)
                 futures: dict[Future, tuple[Any, float]] = {}
                 todo = list(pending)
                 pending = []
@@ -75,12 +80,25 @@ class LocalExecutor(Executor):
                     for fut, (item, w) in futures.items():
                         self._retry_or_raise(item, w, e, attempts, pending)
                     pending.extend(todo)
+                except (KeyboardInterrupt, SystemExit):
+                    _stop_workers(pool)  # Ctrl-C: do not wait for the running tasks
+                    raise
                 finally:
                     pool.shutdown(wait=True, cancel_futures=True)
+                    self._pool = None
         finally:
             progress.close()
 
+    def close(self) -> None:
+        # a map abandoned mid-way (Ctrl-C raised in the caller's loop): stop its workers now
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            _stop_workers(pool)
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def _retry_or_raise(self, item: Any, w: float, err: BaseException, attempts: dict[int, int], pending: list) -> None:
+        if not retryable(err):
+            raise err
         key = id(item)
         attempts[key] = attempts.get(key, 0) + 1
         if attempts[key] > self.cfg.max_retries:
@@ -89,3 +107,14 @@ class LocalExecutor(Executor):
         log.warning("%s failed (%r); retry %d/%d in %.1fs", describe(item), err, attempts[key], self.cfg.max_retries, delay)
         time.sleep(delay)
         pending.append((item, w))
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill a pool's workers: an interrupted run does not wait for its running tasks
+    (their outputs are atomic, so a rerun redoes them). ``_processes`` is private but
+    has held the pool's ``multiprocessing.Process`` objects since Python 3.2."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            proc.kill()
+        except (OSError, ValueError):
+            pass

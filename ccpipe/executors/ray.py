@@ -17,15 +17,29 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterator, Sequence
 
+from ccpipe import lifeline
 from ccpipe.config import ExecutorConfig
 from ccpipe.errors import ConfigError
-from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights
+from ccpipe.executors.base import Executor, Progress, TaskFailed, describe, items_with_weights, retryable
 
 log = logging.getLogger(__name__)
 
 
+class _NotRetryable:
+    """A task's error that retrying cannot fix (``retryable``), returned rather than
+    raised so that Ray does not retry it."""
+
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
 def _call(fn: Callable[[Any], Any], item: Any) -> Any:
-    return fn(item)
+    try:
+        return fn(item)
+    except Exception as e:
+        if retryable(e):
+            raise
+        return _NotRetryable(e)
 
 
 class RayExecutor(Executor):
@@ -37,12 +51,16 @@ class RayExecutor(Executor):
         self.cfg = cfg
         self._ray = ray
         self._owns = False
+        self._guardian: lifeline.Guardian | None = None
         if not ray.is_initialized():
             kwargs: dict[str, Any] = dict(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
             if cfg.ray_address:
                 ray.init(address=cfg.ray_address, **kwargs)
             else:
+                before = lifeline.descendant_pids()
                 ray.init(num_cpus=cfg.workers or None, **kwargs)
+                # the Ray processes this run started go when it goes, even by kill -9
+                self._guardian = lifeline.Guardian.of_new_descendants(before)
             self._owns = True
         self._remote = ray.remote(_call).options(
             num_cpus=1, max_retries=cfg.max_retries, retry_exceptions=True
@@ -84,6 +102,8 @@ class RayExecutor(Executor):
                         raise TaskFailed(
                             f"{describe(item)} failed (Ray retries up to {self.cfg.max_retries}); last error: {cause!r}"
                         ) from e
+                    if isinstance(result, _NotRetryable):
+                        raise result.error
                     progress.update(w, result)
                     yield item, result
         finally:
@@ -94,3 +114,6 @@ class RayExecutor(Executor):
     def close(self) -> None:
         if self._owns and self._ray.is_initialized():
             self._ray.shutdown()
+        if self._guardian is not None:
+            self._guardian.release()
+            self._guardian = None

@@ -7,12 +7,12 @@ import gzip
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ccpipe.config import InputConfig
 from ccpipe.errors import ConfigError, InputError
+from ccpipe.io.http import Backoff, content_length, get_bytes
 from ccpipe.io.wet import ByteRange
 
 log = logging.getLogger(__name__)
@@ -35,28 +35,16 @@ def _is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def http_get(url: str, *, attempts: int = 6, backoff: float = 1.0, timeout: float = 60.0) -> bytes:
-    """GET with retries and exponential backoff on connection errors, 429 and 5xx."""
-    import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.util.retry import Retry
+def backoff_of(cfg: InputConfig) -> Backoff:
+    return Backoff(attempts=cfg.retry_attempts, base_seconds=cfg.retry_base_seconds, max_seconds=cfg.retry_max_seconds)
 
-    retry = Retry(
-        total=attempts - 1,
-        backoff_factor=backoff,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=("GET", "HEAD"),
-        respect_retry_after_header=True,
-    )
-    with requests.Session() as s:
-        s.mount("https://", HTTPAdapter(max_retries=retry))
-        s.mount("http://", HTTPAdapter(max_retries=retry))
-        try:
-            r = s.get(url, timeout=timeout)
-            r.raise_for_status()
-        except requests.RequestException as e:
-            raise InputError(f"could not download {url} after {attempts} attempts: {e}") from e
-        return r.content
+
+def http_get(url: str, *, attempts: int = 8, backoff: float = 2.0, max_seconds: float = 60.0,
+             timeout: float = 60.0) -> bytes:
+    """GET with retries and exponential backoff (``ccpipe.io.http``): connection errors,
+    timeouts, 408/425/429/5xx are retried, ``Retry-After`` obeyed; the error names the status."""
+    return get_bytes(url, Backoff(attempts=attempts, base_seconds=backoff, max_seconds=max(backoff, max_seconds),
+                                  timeout=timeout))
 
 
 def parse_segments(spec: str | None, n: int) -> range:
@@ -86,7 +74,7 @@ def crawl_paths(cfg: InputConfig, cache_dir: Path | None = None) -> list[str]:
         raw = cache.read_bytes()
     else:
         if base.startswith(("http://", "https://")):
-            raw = http_get(base + name)
+            raw = get_bytes(base + name, backoff_of(cfg))
         else:  # s3://, file://, a local mirror directory, ...
             import fsspec
 
@@ -146,6 +134,11 @@ def expand_paths(cfg: InputConfig) -> list[str]:
 def _size(path: str) -> int:
     if not _is_remote(path):
         return os.path.getsize(path)
+    if path.startswith(("http://", "https://")):
+        size = content_length(path)
+        if size is None:
+            log.warning("could not get the size of %s; reading it as one shard", path)
+        return size or 0
     try:
         import fsspec
 

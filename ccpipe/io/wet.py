@@ -31,8 +31,10 @@ from urllib.parse import urlparse
 
 from warcio.statusandheaders import StatusAndHeadersParser, StatusAndHeadersParserException
 
+from ccpipe.config import InputConfig
 from ccpipe.document import Document
 from ccpipe.errors import InputError
+from ccpipe.io.http import Backoff, HttpFile
 from ccpipe.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -52,14 +54,17 @@ class ByteRange:
     end: int | None = None
 
 
-def open_binary(path: str):
-    """Open a local path or any fsspec URL (https://, s3://, ...) for reading bytes."""
+def open_binary(path: str, backoff: Backoff | None = None):
+    """Open a local path, an http(s) URL (retried with ``backoff``: ccpipe.io.http) or
+    any other fsspec URL (s3://, ...) for reading bytes."""
     if "://" not in path or path.startswith("file://"):
         local = path[7:] if path.startswith("file://") else path
         try:
             return open(local, "rb")
         except OSError as e:
             raise InputError(f"cannot open input {path!r}: {e.strerror}. Check the path.") from e
+    if path.startswith(("http://", "https://")):
+        return HttpFile(path, backoff)
     try:
         import fsspec
     except ImportError as e:  # pragma: no cover - fsspec is a core dependency
@@ -210,6 +215,7 @@ def _frame_records(chunks: Iterator[bytes], stats: Stats) -> Iterator[RawRecord]
             eof = True
             return False
         buf.extend(block)
+        stats.counters["bytes_uncompressed"] += len(block)
         return True
 
     skipped = 0
@@ -293,18 +299,50 @@ def _decode_cut(body: bytes) -> str:
         raise
 
 
+def read_input(path: str, stats: Stats, rng: ByteRange, cfg: InputConfig) -> Iterator[Document]:
+    """:func:`read_wet` under the input section of the config: its treatment of
+    truncated records, its retry settings and its error policy.
+
+    With ``input.on_error: skip``, an input that cannot be read (it cannot be
+    opened, a download keeps failing, a read error) is named in
+    ``stats.file_problems`` and skipped; documents it yielded before the failure
+    are kept. With ``fail`` (the default) the error stops the run.
+    """
+    backoff = Backoff(attempts=cfg.retry_attempts, base_seconds=cfg.retry_base_seconds,
+                      max_seconds=cfg.retry_max_seconds)
+    try:
+        yield from read_wet(path, stats, rng, truncated=cfg.truncated, backoff=backoff)
+    except InputError as e:
+        if cfg.on_error != "skip":
+            raise
+        stats.file_problems[path] = f"unreadable, skipped (input.on_error=skip): {e}"
+        log.warning("%s: skipped (input.on_error=skip): %s", path, e)
+
+
 def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str | None = None,
-             truncated: str = "keep") -> Iterator[Document]:
+             truncated: str = "keep", *, backoff: Backoff | None = None) -> Iterator[Document]:
     """Yield the conversion records of one WET file (or a byte range of it) as Documents.
 
     ``stats`` receives ``docs_read``/``chars_read`` and every problem by reason.
     ``truncated``: a record cut off by the end of the file is kept with its readable
     text and ``Document.truncated`` set (``keep``, counted as
     ``records_truncated_kept``), or counted as the error ``truncated_record`` (``drop``).
+    A file that cannot be opened or read raises :class:`InputError`; http(s)
+    requests are retried with ``backoff`` (``ccpipe.io.http``).
     """
+    try:
+        yield from _read_wet(path, stats, rng, segment, truncated, backoff)
+    except InputError:
+        raise
+    except OSError as e:  # a read error after a successful open (EIO, a vanished mount, ...)
+        raise InputError(f"reading input {path!r} failed: {e}") from e
+
+
+def _read_wet(path: str, stats: Stats, rng: ByteRange, segment: str | None, truncated: str,
+              backoff: Backoff | None) -> Iterator[Document]:
     segment = segment or path
     logged = 0
-    with open_binary(path) as f:
+    with open_binary(path, backoff) as f:
         for rec in _frame_records(_decompressed_chunks(f, rng, stats), stats):
             h = rec.headers
             rtype = (h.get_header("WARC-Type") or "").strip() if h is not None else None
