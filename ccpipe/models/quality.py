@@ -312,3 +312,28 @@ def language_report(model: QualityModel, held: list[tuple[str, dict]], web: list
 
 def save_report(path: Path, report: dict[str, Any]) -> None:
     path.with_name(path.stem + ".report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+def refit(labels: str | Path, model_path: Path, out: Path, mode: str = "equal",
+          config: str | None = None) -> dict[str, Any]:
+    """Fit the weights of an existing model (its profile kept) on a label file, with
+    the language-id, perplexity and is-reference models of ``config``; save to ``out``."""
+    from ccpipe.config import load_config
+    from ccpipe.evaluate import read_labels
+    from ccpipe.steps.langid import LanguageId
+    from ccpipe.steps.perplexity import Perplexity
+    from ccpipe.steps.ref_classifier import RefClassifier
+
+    cfg = load_config(config)
+    model = QualityModel.load(model_path)
+    rows = read_labels(labels, "text")
+    lid = LanguageId(model=cfg.langid.model, max_chars=cfg.langid.max_chars)
+    steps = [lid, Perplexity.from_config(cfg.perplexity), RefClassifier.from_config(cfg.ref)]
+    for step in steps:
+        if step is not None:
+            step.prepare(None)  # type: ignore[arg-type]
+    reader = SignalReader(model, *steps)
+    signals = [reader.read(r["text"]) for r in rows]
+    report = fit_quality(model, signals, np.array([r["label"] for r in rows]), mode, str(Path(labels).resolve()))
+    model.save(out)
+    return {"out": str(out), **report}

@@ -233,10 +233,13 @@ class QualityScore(Step):
 
     def run(self, docs: Iterable[Document], ctx: TaskContext) -> Iterator[Document]:
         dropped = ctx.stats.step(self.name).dropped
+        # compare what the column holds (float32), so filtering the column later with
+        # ``>= drop_below`` keeps exactly the rows this step kept
+        limit = np.float32(self.drop_below)
         for doc in docs:
-            s = self.score(doc)
-            doc.extras["quality_score"] = round(s, 4)
-            if s < self.drop_below:
+            s = np.float32(round(self.score(doc), 4))
+            doc.extras["quality_score"] = float(s)
+            if s < limit:
                 dropped["below_threshold"] += 1
                 continue
             yield doc
