@@ -55,9 +55,9 @@ def test_text_signals_exact_values():
 
 
 def test_unspaced_scripts_count_characters_and_length_uses_the_char_ratio():
-    s = text_signals("我的书 的", frozenset({"的"}), unspaced=True, char_ratio=0.25)
-    assert s["function_words"] == pytest.approx(2 / 4)
-    assert s["length"] == pytest.approx(math.log1p(5 / 0.25))
+    s = text_signals("我的书的 书", frozenset({"的"}), unspaced=True, char_ratio=0.25)
+    assert s["function_words"] == pytest.approx(2 / 5)  # 2 of 5 characters (as words: 0 of 2)
+    assert s["length"] == pytest.approx(math.log1p(6 / 0.25))
     assert s["uppercase"] == 0.0  # letters without case
 
 
