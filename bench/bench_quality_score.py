@@ -1,0 +1,90 @@
+"""What quality_score costs: the whole pipeline with the score off and on, side by side.
+
+    python bench/bench_quality_score.py [--docs 2000] [--workers 2] [--repeat 2] [--set KEY=VALUE]
+
+Runs the default config on the benchmark WET file (``bench-out/bench-<docs>.warc.wet.gz``,
+built by ../shared/tools/make_bench_wet.py on first use) with ``quality_score.enabled``
+false and true, alternating (off, on, off, on, ...) so that load on a shared machine
+falls on both alike, each run into a fresh directory. Reports CPU seconds of the
+process tree (the figure that does not depend on other users of the machine), wall
+seconds, their on/off ratios (medians over the repeats), and the seconds the step
+itself took inside the runs (from the run's stats). Needs the default models
+(``ccpipe models build-defaults``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_pipeline_stages import TreeCpu  # noqa: E402
+from common import ROOT, bench_wet  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--docs", type=int, default=2000, help="documents in the benchmark file (20000 = the full one)")
+    ap.add_argument("--wet", help="use this WET file instead")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2, help="pairs of runs (off, on)")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--json", help="write the results here too")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+
+    from ccpipe.config import load_config, parse_override
+    from ccpipe.models import quality_model_path
+    from ccpipe.pipeline import run_pipeline
+
+    if not quality_model_path().is_file():
+        sys.exit(f"no quality-score model at {quality_model_path()}: run `ccpipe models build-defaults` first")
+    wet = Path(args.wet) if args.wet else bench_wet(args.docs)[0]
+    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory(prefix="ccpipe-bench-q-") as tmp:
+        for i in range(args.repeat):
+            for label in ("off", "on"):
+                o = {"input.paths": [str(wet)], "output.dir": f"{tmp}/{label}-{i}", "executor.workers": args.workers,
+                     "executor.progress": False, "quality_score.enabled": label == "on"}
+                for item in args.set:
+                    k, v = parse_override(item)
+                    o[k] = v
+                w0 = time.perf_counter()
+                with TreeCpu() as tree:
+                    stats = run_pipeline(load_config(ROOT / "configs" / "default.yaml", o))
+                wall = time.perf_counter() - w0
+                step = stats.steps.get("quality_score")
+                r = {"wall_s": round(wall, 2), "cpu_s": round(tree.seconds, 2), "docs_read": stats.docs_read,
+                     "docs_kept": stats.docs_kept,
+                     "step_s": round(step.seconds, 2) if step else 0.0, "step_docs": step.docs_in if step else 0}
+                runs[label].append(r)
+                print(f"run {i} score {label:<3}: {r['cpu_s']:7.1f} CPU s, {r['wall_s']:6.1f} s wall"
+                      + (f", step {r['step_s']:.2f} s for {r['step_docs']} docs" if step else ""), flush=True)
+
+    def med(label, key):
+        return statistics.median(r[key] for r in runs[label])
+
+    result = {
+        "wet": str(wet), "docs_read": runs["on"][0]["docs_read"], "workers": args.workers, "repeat": args.repeat,
+        "runs": runs,
+        "cpu_ratio_on_off": round(med("on", "cpu_s") / med("off", "cpu_s"), 4),
+        "wall_ratio_on_off": round(med("on", "wall_s") / med("off", "wall_s"), 4),
+        "step_share_of_cpu": round(med("on", "step_s") / med("on", "cpu_s"), 4),
+        "step_docs_per_s": round(med("on", "step_docs") / max(med("on", "step_s"), 1e-9), 1),
+    }
+    print(f"\nquality_score on/off: CPU x{result['cpu_ratio_on_off']:.3f}, wall x{result['wall_ratio_on_off']:.3f} "
+          f"(medians of {args.repeat}); the step itself: {100 * result['step_share_of_cpu']:.1f}% of the run's "
+          f"CPU seconds, {result['step_docs_per_s']:.0f} docs/s")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
