@@ -56,13 +56,20 @@ def count_alpha_words(text: str) -> int:
         return 0
     if int(cp.max()) >= 0x10000:
         return len(_ALPHA_WORD_RE.findall(text))
+    return count_alpha_words_bmp(cp)
+
+
+def count_alpha_words_bmp(cp: np.ndarray) -> int:
+    """:func:`count_alpha_words` of an array of code points below U+10000."""
     space_t, letter_t = _bmp_tables()
     space = space_t[cp]
     start = ~space
     start[1:] &= space[:-1]  # first character of each word
-    word = np.cumsum(start)  # word number of each character (1-based; spaces share the previous)
-    lw = word[letter_t[cp]]  # word numbers of letters, non-decreasing
-    return int(lw.size and 1 + np.count_nonzero(lw[1:] != lw[:-1]))
+    starts = np.flatnonzero(start)
+    if starts.size == 0:
+        return 0
+    # letters per word (a word runs from its first character to the next word's)
+    return int(np.count_nonzero(np.add.reduceat(letter_t[cp].view(np.uint8), starts)))
 
 
 _P = np.uint64(0x9E3779B97F4A7C15)

@@ -43,7 +43,7 @@ from ccpipe.document import Document
 from ccpipe.errors import ModelError
 from ccpipe.models import check_file, quality_model_path
 from ccpipe.steps.base import Step, TaskContext
-from ccpipe.steps.quality import count_alpha_words
+from ccpipe.steps.quality import _bmp_tables, count_alpha_words_bmp
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +56,15 @@ UNSPACED = frozenset({"zh", "ja", "ko", "th", "lo", "km", "my", "bo"})
 Z_CLIP = 4.0
 FIT_HINT = "build it with `ccpipe models build-defaults` or fit one with `ccpipe models fit-quality LABELS.jsonl`"
 
-_CASE_TABLES: tuple[np.ndarray, np.ndarray] | None = None
+_UPPER_TABLE: np.ndarray | None = None
 
 
-def _case_tables() -> tuple[np.ndarray, np.ndarray]:
-    """(is letter, is upper case) for every BMP code point, by Python's own ``str`` methods."""
-    global _CASE_TABLES
-    if _CASE_TABLES is None:
-        chars = [chr(c) for c in range(0x10000)]
-        _CASE_TABLES = (np.fromiter((ch.isalpha() for ch in chars), bool, 0x10000),
-                        np.fromiter((ch.isupper() for ch in chars), bool, 0x10000))
-    return _CASE_TABLES
-
-
-def _code_points(text: str) -> np.ndarray:
-    """Code points, those above the BMP mapped to U+FFFF (neither letter nor upper case)."""
-    cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32)
-    return np.minimum(cp, 0xFFFF)
+def _upper_table() -> np.ndarray:
+    """``str.isupper`` of every BMP code point."""
+    global _UPPER_TABLE
+    if _UPPER_TABLE is None:
+        _UPPER_TABLE = np.fromiter((chr(c).isupper() for c in range(0x10000)), bool, 0x10000)
+    return _UPPER_TABLE
 
 
 def logit(p: float, eps: float = 1e-3) -> float:
@@ -82,27 +74,32 @@ def logit(p: float, eps: float = 1e-3) -> float:
 
 def text_signals(text: str, function_words: frozenset[str] | None = None, unspaced: bool = False,
                  char_ratio: float = 1.0) -> dict[str, float | None]:
-    """The signals read from the text alone (``None`` where the text has nothing to measure)."""
+    """The signals read from the text alone (``None`` where the text has nothing to measure).
+
+    Letters and spaces are looked up per code point in tables (Gopher's, see
+    ``ccpipe.steps.quality``); characters above U+FFFF count as neither.
+    """
     out: dict[str, float | None] = {"length": math.log1p(len(text) / char_ratio)}
-    words = text.split()
-    cp = _code_points(text)
-    letter_t, upper_t = _case_tables()
-    n_letters = int(np.count_nonzero(letter_t[cp]))
-    out["uppercase"] = int(np.count_nonzero(upper_t[cp])) / n_letters if n_letters else None
-    out["alpha_words"] = count_alpha_words(text) / len(words) if words else None
+    words = text.lower().split()  # lower-casing leaves whitespace where it was
+    cp = np.minimum(np.frombuffer(text.encode("utf-32-le", "surrogatepass"), np.uint32), 0xFFFF)
+    letters = _bmp_tables()[1][cp]
+    n_letters = int(np.count_nonzero(letters))
+    out["uppercase"] = int(np.count_nonzero(_upper_table()[cp] & letters)) / n_letters if n_letters else None
+    out["alpha_words"] = count_alpha_words_bmp(cp) / len(words) if words else None
     lines = [ln for ln in text.split("\n") if ln and not ln.isspace()]
-    if lines:
-        ell = sum(1 for ln in lines if ln.rstrip().endswith(("...", "\u2026")))
-        out["ellipsis_lines"] = ell / len(lines)
-    else:
+    if not lines:
         out["ellipsis_lines"] = None
+    elif "..." in text or "\u2026" in text:
+        out["ellipsis_lines"] = sum(1 for ln in lines if ln.rstrip().endswith(("...", "\u2026"))) / len(lines)
+    else:
+        out["ellipsis_lines"] = 0.0
     fw: float | None = None
     if function_words:
         if unspaced:
             chars = [ch for ch in text if not ch.isspace()]
-            fw = sum(1 for ch in chars if ch in function_words) / len(chars) if chars else None
+            fw = sum(map(function_words.__contains__, chars)) / len(chars) if chars else None
         elif words:
-            fw = sum(1 for w in text.lower().split() if w in function_words) / len(words)
+            fw = sum(map(function_words.__contains__, words)) / len(words)
     out["function_words"] = fw
     return out
 
