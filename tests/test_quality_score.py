@@ -72,6 +72,14 @@ def test_model_centres_scales_clips_and_treats_missing_signals_as_neutral():
     assert 0.0 < m.score(base, "en") < 1.0
     assert m.score({**base, "ref": 1.0}, "en") > m.score(base, "en")
     assert m.score({**base, "uppercase": 0.3}, "en") < m.score(base, "en")
+    # the step's fast path is the definition: sigmoid(bias + sum(weight * z))
+    rng = np.random.default_rng(3)
+    m2 = toy_model(weights={k: float(w) for k, w in zip(SIGNALS, rng.normal(size=len(SIGNALS)))}, bias=0.3,
+                   scale={k: float(s) for k, s in zip(SIGNALS, rng.uniform(0.1, 2, len(SIGNALS)))})
+    for _ in range(200):
+        sig = {k: (None if rng.random() < 0.2 else float(rng.normal(scale=6))) for k in SIGNALS}
+        lang = str(rng.choice(["en", "xx"]))
+        assert m2.score(sig, lang) == pytest.approx(1 / (1 + math.exp(-m2.margin(m2.z(sig, lang)))), rel=1e-12)
 
 
 def test_model_file_round_trip_and_bad_files(tmp_path):
