@@ -129,7 +129,7 @@ def build_default_cutoffs(langs=DEFAULT_LANGS, force: bool = False, max_docs: in
     return {"cutoffs": report}
 
 
-REF_RECIPE = 2
+REF_RECIPE = 3
 """Bumped when the default classifier's training data changes, so set-up rebuilds it."""
 
 
@@ -147,14 +147,42 @@ def _web_pages(paths: list[Path]) -> list:
     return [d for p in paths for d in read_wet(str(p), Stats()) if len(d.raw_content) >= 200]
 
 
+def balance_by_language(pos: list[tuple[str, str]], neg: list[tuple[str, str]],
+                        seed: int = 0) -> tuple[list[str], list[str], dict[str, int]]:
+    """As many positives as negatives *in every language*, and no language with only
+    one class: otherwise the classifier learns which languages are more often
+    reference text (it scored every Russian and Chinese page 0, reference prose
+    included, when the negatives were mostly Russian and Chinese pages)."""
+    import random
+
+    rng = random.Random(seed)
+    by: dict[str, tuple[list[str], list[str]]] = {}
+    for lang, d in pos:
+        by.setdefault(lang, ([], []))[0].append(d)
+    for lang, d in neg:
+        by.setdefault(lang, ([], []))[1].append(d)
+    p_out, n_out, used = [], [], {}
+    for lang, (p, n) in sorted(by.items()):
+        k = min(len(p), len(n))
+        if k == 0:
+            continue
+        rng.shuffle(p)
+        rng.shuffle(n)
+        p_out += p[:k]
+        n_out += n[:k]
+        used[lang] = k
+    return p_out, n_out, used
+
+
 def build_default_ref(force: bool = False, seed: int = 0) -> dict:
     """The is-reference classifier. Positives: the training part of every reference
     source (Debian documentation, the Wikipedia sample, XQuAD and UD; their held-out
     parts stay out, see ``ccpipe.models.quality``); negatives: real WET pages, except
     the held-out quarter, cut into pieces of >= 1,000 characters (the size of the
-    positive documents: several negatives per page)."""
+    positive documents); both balanced per language (``balance_by_language``)."""
     from ccpipe.models.quality import is_held_out_page, positive_documents
     from ccpipe.models.ref import chunk_lines, train_ref_classifier
+    from ccpipe.steps.langid import LanguageId
 
     out = ref_model_path()
     metrics_path = out.parent / (out.stem + ".metrics.json")
@@ -169,11 +197,15 @@ def build_default_ref(force: bool = False, seed: int = 0) -> dict:
         log.warning("no real WET pages in %s: training the is-reference classifier against the demo crawl, "
                     "a poor stand-in for random web pages; retrain with `ccpipe models train-ref` on real output",
                     shared_data_dir() / "wet")
+    lid = LanguageId(max_chars=2000)
+    lid.prepare(None)  # type: ignore[arg-type]
     pages = [d for d in _web_pages(real or demo) if not is_held_out_page(d.id)]
-    neg = [c for d in pages for c in chunk_lines(d.raw_content)]
-    pos = positive_documents(sources)
-    metrics = train_ref_classifier(pos, neg, out, test_frac=0.2, seed=seed)
+    neg = [(lid.predict(d.raw_content)[0], c) for d in pages for c in chunk_lines(d.raw_content)]
+    pos = [(s.lang, d) for s in sources for d in positive_documents([s])]
+    pos_docs, neg_docs, per_language = balance_by_language(pos, neg, seed)
+    metrics = train_ref_classifier(pos_docs, neg_docs, out, test_frac=0.2, seed=seed)
     metrics["recipe"] = REF_RECIPE
+    metrics["per_language"] = per_language
     metrics["positives"] = sorted({str(s.path) for s in sources})
     metrics["negatives"] = {"files": [str(p) for p in (real or demo)], "pages": len(pages), "pieces": len(neg)}
     metrics_path.write_text(json.dumps(metrics, indent=2))
