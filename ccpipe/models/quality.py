@@ -44,7 +44,7 @@ PUD_TRAIN = 700
 """UD PUD sentences (of 1,000 per language) the classifier trains on; the rest are held out."""
 TOP_WORDS = 64
 HELD_OUT_PAGE_MOD = 4
-PROFILE_VERSION = 3
+PROFILE_VERSION = 4
 """Bumped when the profile or fit changes, so set-up rebuilds the model."""
 
 
@@ -250,9 +250,12 @@ def stratified_folds(y: np.ndarray, folds: int, rng: np.random.Generator) -> lis
 
 def cross_validate(z: np.ndarray, y: np.ndarray, mode: str, folds: int = 5, repeats: int = 10,
                    seed: int = 0, l2: float = 1.0) -> dict[str, Any]:
-    """ROC AUC of out-of-fold scores, over ``repeats`` stratified ``folds``-fold splits."""
+    """ROC AUC of out-of-fold scores, over ``repeats`` stratified ``folds``-fold splits
+    (mean, min, max), and a bootstrap interval of the first split's."""
+    from ccpipe.evaluate import bootstrap_auc
+
     rng = np.random.default_rng(seed)
-    aucs = []
+    aucs, first = [], None
     for _ in range(repeats):
         oof = np.zeros(len(y))
         for test in stratified_folds(y, folds, rng):
@@ -260,8 +263,10 @@ def cross_validate(z: np.ndarray, y: np.ndarray, mode: str, folds: int = 5, repe
             w, b = fit_weights(z[train], y[train], mode, l2)
             oof[test] = z[test] @ np.array([w[k] for k in SIGNALS]) + b
         aucs.append(roc_auc(oof, y))
+        first = oof if first is None else first
     return {"mode": mode, "folds": folds, "repeats": repeats, "roc_auc_mean": round(float(np.mean(aucs)), 4),
-            "roc_auc_min": round(float(np.min(aucs)), 4), "roc_auc_max": round(float(np.max(aucs)), 4)}
+            "roc_auc_min": round(float(np.min(aucs)), 4), "roc_auc_max": round(float(np.max(aucs)), 4),
+            "ci95_first_repeat": [round(v, 4) for v in bootstrap_auc(first, y, 1000, seed)]}
 
 
 def fit_quality(model: QualityModel, rows: list[tuple[str, dict]], y: np.ndarray, mode: str = "equal",
