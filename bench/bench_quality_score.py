@@ -4,8 +4,8 @@
 
 Runs the default config on the benchmark WET file (``bench-out/bench-<docs>.warc.wet.gz``,
 built by ../shared/tools/make_bench_wet.py on first use) with ``quality_score.enabled``
-false and true, alternating (off, on, off, on, ...) so that load on a shared machine
-falls on both alike, each run into a fresh directory. Reports CPU seconds of the
+false and true, in pairs (off, on), (on, off), ... so that a drift in the load of a
+shared machine falls on both alike, each run into a fresh directory. Reports CPU seconds of the
 process tree (the figure that does not depend on other users of the machine), wall
 seconds and their on/off ratios (medians over the repeats). Because CPU time on a
 busy shared machine still varies by 10-30% between identical runs, it also times
@@ -29,6 +29,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_pipeline_stages import TreeCpu  # noqa: E402
 from common import ROOT, bench_wet  # noqa: E402
+
+
+class RunCpu(TreeCpu):
+    """``TreeCpu`` counting only the CPU seconds spent during the run: processes that
+    outlive one run (multiprocessing's forkserver) start from what they had used."""
+
+    def __enter__(self) -> "RunCpu":
+        self._sample()
+        self._base = dict(self._seen)
+        return super().__enter__()
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        self.seconds -= sum(self._base.get(pid, 0.0) for pid in self._seen)
 
 
 def time_step_alone(run_dir: Path, repeat: int = 3) -> dict:
@@ -78,14 +92,14 @@ def main() -> int:
     runs: dict[str, list[dict]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory(prefix="ccpipe-bench-q-") as tmp:
         for i in range(args.repeat):
-            for label in ("off", "on"):
+            for label in ("off", "on") if i % 2 == 0 else ("on", "off"):  # cancels a drift in load
                 o = {"input.paths": [str(wet)], "output.dir": f"{tmp}/{label}-{i}", "executor.workers": args.workers,
                      "executor.progress": False, "quality_score.enabled": label == "on"}
                 for item in args.set:
                     k, v = parse_override(item)
                     o[k] = v
                 w0 = time.perf_counter()
-                with TreeCpu() as tree:
+                with RunCpu() as tree:
                     stats = run_pipeline(load_config(ROOT / "configs" / "default.yaml", o))
                 wall = time.perf_counter() - w0
                 step = stats.steps.get("quality_score")

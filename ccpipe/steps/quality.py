@@ -38,10 +38,13 @@ def _bmp_tables() -> tuple[np.ndarray, np.ndarray]:
     ``[^\\W\\d_]``, so the vectorised count below is the regex's count by construction."""
     global _BMP_TABLES
     if _BMP_TABLES is None:
-        space, letter = re.compile(r"\s"), re.compile(r"[^\W\d_]")
-        chars = [chr(c) for c in range(0x10000)]
-        _BMP_TABLES = (np.fromiter((space.match(ch) is not None for ch in chars), bool, 0x10000),
-                       np.fromiter((letter.match(ch) is not None for ch in chars), bool, 0x10000))
+        chars = "".join(map(chr, range(0x10000)))  # one regex scan each: ~10 ms, not ~0.3 s of matches per character
+        tables = []
+        for pattern in (r"\s", r"[^\W\d_]"):
+            t = np.zeros(0x10000, bool)
+            t[[m.start() for m in re.finditer(pattern, chars)]] = True
+            tables.append(t)
+        _BMP_TABLES = (tables[0], tables[1])
     return _BMP_TABLES
 
 
