@@ -71,6 +71,47 @@ def time_step_alone(run_dir: Path, repeat: int = 3) -> dict:
             "docs_per_s": round(len(docs) / best, 1)}
 
 
+def chain_ratio(wet: Path, max_docs: int, repeat: int = 3) -> dict:
+    """CPU seconds of the main pass's model steps in this process (language id,
+    perplexity, is-reference, then quality_score or not) over the same documents,
+    the two chains alternating ``repeat`` times; best of each. Reading, line dedup,
+    MinHash and writing are left out, so the ratio is an upper bound on the run's."""
+    from ccpipe.config import load_config
+    from ccpipe.io.wet import read_wet
+    from ccpipe.stats import Stats
+    from ccpipe.steps.base import TaskContext, counted
+    from ccpipe.steps.langid import LanguageId
+    from ccpipe.steps.perplexity import Perplexity
+    from ccpipe.steps.quality_score import QualityScore
+    from ccpipe.steps.ref_classifier import RefClassifier
+
+    cfg = load_config(ROOT / "configs" / "default.yaml")
+    docs = []
+    for d in read_wet(str(wet), Stats()):
+        docs.append(d)
+        if len(docs) >= max_docs:
+            break
+    base = [LanguageId(cfg.langid.model, cfg.langid.threshold, cfg.langid.max_chars),
+            Perplexity.from_config(cfg.perplexity), RefClassifier.from_config(cfg.ref)]
+    score = QualityScore.from_config(cfg.quality_score)
+    ctx = TaskContext(task_id=0, work_dir=Path(tempfile.gettempdir()), stats=Stats())
+    for step in [*base, score]:
+        step.prepare(ctx)
+    for lang in base[1].model_languages():
+        base[1].scorer(lang)
+    best = {"off": float("inf"), "on": float("inf")}
+    for i in range(repeat):
+        for label in ("off", "on") if i % 2 == 0 else ("on", "off"):
+            c0 = time.process_time()
+            it = iter(docs)
+            for step in base + ([score] if label == "on" else []):
+                it = counted(step, it, ctx)
+            n = sum(1 for _ in it)
+            best[label] = min(best[label], time.process_time() - c0)
+    return {"docs": len(docs), "docs_out": n, "cpu_s_off": round(best["off"], 2), "cpu_s_on": round(best["on"], 2),
+            "ratio": round(best["on"] / best["off"], 4)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--docs", type=int, default=2000, help="documents in the benchmark file (20000 = the full one)")
@@ -78,6 +119,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2, help="pairs of runs (off, on)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    ap.add_argument("--chain-docs", type=int, default=2000, help="documents for the in-process chain comparison")
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -128,6 +170,10 @@ def main() -> int:
     print(f"the step alone: {step_cpu['cpu_s']:.2f} CPU s for {step_cpu['docs']} docs "
           f"({step_cpu['ms_per_doc']:.3f} ms/doc, {step_cpu['docs_per_s']:.0f} docs/s per core) = "
           f"{100 * result['step_alone_over_run_off_cpu']:.1f}% of the CPU seconds of the run without it")
+    chain = chain_ratio(wet, args.chain_docs)
+    result["chain"] = chain
+    print(f"main-pass model steps in one process, {chain['docs']} docs, best of 3 each: "
+          f"{chain['cpu_s_off']:.2f} CPU s without, {chain['cpu_s_on']:.2f} with quality_score: x{chain['ratio']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     return 0

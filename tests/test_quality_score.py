@@ -50,6 +50,10 @@ def test_text_signals_exact_values():
     assert s["alpha_words"] == pytest.approx(6 / 7)  # "42" holds no letter
     assert s["ellipsis_lines"] == pytest.approx(1 / 2)  # blank lines do not count
     assert s["function_words"] == pytest.approx(3 / 7)  # the, of, the (lower-cased)
+    long = "the cat " * 625 + "SHOUTING WORDS... " * 500  # 5,000 calm characters, then shouting
+    s = text_signals(long, frozenset({"the"}))
+    assert s["uppercase"] == 0.0 and s["function_words"] == pytest.approx(0.5)  # the first 5,000 only
+    assert s["length"] == pytest.approx(math.log1p(len(long)))  # length counts every character
     empty = text_signals("", frozenset({"the"}))
     assert empty["uppercase"] is None and empty["alpha_words"] is None and empty["function_words"] is None
 
