@@ -44,7 +44,7 @@ PUD_TRAIN = 700
 """UD PUD sentences (of 1,000 per language) the classifier trains on; the rest are held out."""
 TOP_WORDS = 64
 HELD_OUT_PAGE_MOD = 4
-PROFILE_VERSION = 4
+PROFILE_VERSION = 5
 """Bumped when the profile or fit changes, so set-up rebuilds the model."""
 
 
