@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -159,7 +160,7 @@ class TextScorer:
         self.quality = QualityScore.from_config(cfg.quality_score)
         for step in (self.lid, self.perplexity, self.ref, self.quality):
             if step is not None:
-                step.check() if hasattr(step, "check") else None
+                step.check()  # a missing or corrupt model fails here, naming the file
                 step.prepare(None)  # type: ignore[arg-type]
 
     def annotate(self, text: str, i: int = 0) -> dict[str, Any]:
@@ -265,10 +266,7 @@ def eval_run(label_path: str | Path, run_dir: str | Path, cfg: PipelineConfig, b
 
 
 def _count(values: Iterable[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for v in values:
-        out[v] = out.get(v, 0) + 1
-    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+    return dict(Counter(values).most_common())
 
 
 def format_report(result: dict[str, Any]) -> str:
