@@ -134,7 +134,7 @@ def _load_plugins() -> None:
     """Subcommands that live in other modules register themselves on import."""
     import importlib
 
-    for mod in ("ccpipe.models.cli", "ccpipe.audit.cli"):
+    for mod in ("ccpipe.models.cli", "ccpipe.audit.cli", "ccpipe.evaluate"):
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as e:

@@ -228,6 +228,23 @@ class QualityConfig(GopherRules):
 
 
 @dataclass(kw_only=True)
+class QualityScoreConfig:
+    enabled: bool | str = "auto"
+    """Write ``quality_score`` (``ccpipe.steps.quality_score``): ``true``, ``false`` or
+    ``auto`` (when the model file exists)."""
+    model: str | None = None
+    """Centres, scales and weights (JSON); default ``$CCPIPE_HOME/models/quality/quality_score.json``."""
+    drop_below: float = 0.0
+    """Drop documents whose ``quality_score`` is below this (0 = annotate only); each
+    drop is counted as ``quality_score/below_threshold``."""
+
+    def __post_init__(self) -> None:
+        self.enabled = _auto_flag(self.enabled, "quality_score.enabled")
+        if not 0.0 <= self.drop_below <= 1.0:
+            raise ConfigError(f"quality_score.drop_below must be in [0, 1], got {self.drop_below}")
+
+
+@dataclass(kw_only=True)
 class MinHashConfig:
     enabled: bool = True
     """Remove exact and near-duplicate documents (MinHash LSH across every shard of the
@@ -358,6 +375,7 @@ class PipelineConfig:
     perplexity: PerplexityConfig = field(default_factory=PerplexityConfig)
     ref: RefConfig = field(default_factory=RefConfig)
     quality: QualityConfig = field(default_factory=QualityConfig)
+    quality_score: QualityScoreConfig = field(default_factory=QualityScoreConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 

@@ -48,6 +48,7 @@ from ccpipe.steps.langid import LanguageId
 from ccpipe.steps import minhash
 from ccpipe.steps.perplexity import Perplexity
 from ccpipe.steps.quality import GopherQuality
+from ccpipe.steps.quality_score import QualityScore
 from ccpipe.steps.ref_classifier import RefClassifier
 
 LAYOUT_VERSION = 2
@@ -65,9 +66,9 @@ def build_steps(cfg: PipelineConfig) -> list[Step]:
     if cfg.dedup.enabled:
         steps.append(LineDedup(keep_first=cfg.dedup.keep_first))
     steps.append(LanguageId(model=cfg.langid.model, threshold=cfg.langid.threshold, max_chars=cfg.langid.max_chars))
-    # then CCNet's perplexity, LLaMA's is-reference score, Gopher's rules
+    # then CCNet's perplexity, LLaMA's is-reference score, Gopher's rules, quality_score
     for step in (Perplexity.from_config(cfg.perplexity), RefClassifier.from_config(cfg.ref),
-                 GopherQuality.from_config(cfg.quality)):
+                 GopherQuality.from_config(cfg.quality), QualityScore.from_config(cfg.quality_score)):
         if step is not None:
             steps.append(step)
     return steps

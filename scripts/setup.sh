@@ -265,7 +265,7 @@ else
   DONE+=(demo)
 fi
 
-step "6/6 Default models in $CCPIPE_HOME/models (SentencePiece + KenLM en/fr/de/es, cutoffs, is-reference classifier)"
+step "6/6 Default models in $CCPIPE_HOME/models (SentencePiece + KenLM en/fr/de/es, cutoffs, is-reference classifier, quality_score)"
 if [ "${CCPIPE_SKIP_MODELS:-0}" = 1 ]; then
   log "skipped (CCPIPE_SKIP_MODELS=1)"; SKIPPED+=(models)
 else

@@ -81,6 +81,7 @@ def _cfg(tmp_path: Path, model_dir: Path, wet: Path, **o):
         "input.paths": [str(wet)], "output.dir": str(tmp_path / "out"), "executor.progress": False,
         "executor.workers": 1, "dedup.enabled": False, "perplexity.enabled": True,
         "perplexity.model_dir": str(model_dir), "ref.enabled": False, "minhash.enabled": False,
+        "quality_score.enabled": False,
     }
     base.update(o)
     return load_config(ROOT / "configs" / "default.yaml", base)
@@ -152,6 +153,8 @@ def test_auto_skips_without_models_and_steps_follow_ccnet_order(tmp_path, model_
     assert [s.name for s in build_steps(cfg)] == ["lang_id", "quality"]
     cfg = _cfg(tmp_path, model_dir, tmp_path / "x.wet.gz", **{"dedup.enabled": True, "quality.enabled": True})
     assert [s.name for s in build_steps(cfg)] == ["line_dedup", "lang_id", "perplexity", "quality"]
+    cfg = _cfg(tmp_path, model_dir, tmp_path / "x.wet.gz", **{"quality.enabled": True, "quality_score.enabled": True})
+    assert [s.name for s in build_steps(cfg)] == ["lang_id", "perplexity", "quality", "quality_score"]
 
 
 @pytest.mark.skipif(find_binary("lmplz") is None, reason="lmplz not built (ccpipe models build-kenlm)")

@@ -8,6 +8,7 @@ Layout under ``models_dir()`` (``$CCPIPE_HOME/models``), CCNet's file names::
                             (the layout of CCNet's ``cutoff.csv``)
     ref/ref_classifier.bin  fastText is-reference classifier (LLaMA)
     ref/ref_classifier.metrics.json  its held-out precision / recall / ROC AUC
+    quality/quality_score.json  centres, scales and weights of ``quality_score``
 
 CCNet's released ``<lang>.sp.model`` + ``<lang>.arpa.bin`` drop into ``lm/`` as
 they are (``ccpipe models install-lm``).
@@ -45,6 +46,10 @@ def ref_dir() -> Path:
 
 def ref_model_path() -> Path:
     return ref_dir() / "ref_classifier.bin"
+
+
+def quality_model_path() -> Path:
+    return models_dir() / "quality" / "quality_score.json"
 
 
 def available_lm_languages(root: Path | None = None) -> list[str]:

@@ -51,6 +51,14 @@ def _args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--epoch", type=int, default=25)
     s.add_argument("--seed", type=int, default=0)
 
+    s = sub.add_parser("fit-quality", help="fit quality_score's weights on your labels (JSONL text + 0/1 label)")
+    s.add_argument("labels", help='JSONL, one {"text": ..., "label": 0|1} a line (1 = good training text)')
+    s.add_argument("--weights", choices=["equal", "free"], default="equal",
+                   help="equal: one scale for the sum of signals + a bias; free: a weight per signal + a bias")
+    s.add_argument("--model", help="model to start from (default $CCPIPE_HOME/models/quality/quality_score.json)")
+    s.add_argument("--out", help="where to write the fitted model (default: over --model)")
+    s.add_argument("-c", "--config", help="YAML config whose language-id, perplexity and is-reference models to use")
+
     sub.add_parser("status", help="list the models present and their sizes")
 
 
@@ -111,8 +119,14 @@ def _models(args: argparse.Namespace) -> int:
         neg = _negatives(args.negatives)
         report = train_ref_classifier(pos, neg, Path(args.out) if args.out else m.ref_model_path(),
                                       test_frac=args.test_frac, seed=args.seed, epoch=args.epoch)
+    elif c == "fit-quality":
+        from ccpipe.models.quality import refit
+
+        model = Path(args.model) if args.model else m.quality_model_path()
+        report = refit(args.labels, model, Path(args.out) if args.out else model, args.weights, args.config)
     else:  # status
-        files = sorted(p for d in (m.lm_dir(), m.ref_dir()) if d.is_dir() for p in d.iterdir())
+        files = sorted(p for d in (m.lm_dir(), m.ref_dir(), m.quality_model_path().parent) if d.is_dir()
+                       for p in d.iterdir())
         report = {"lm_languages": m.available_lm_languages(), "files": {str(p): p.stat().st_size for p in files}}
     print(json.dumps(report, indent=2, default=str))
     return 0

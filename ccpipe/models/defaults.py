@@ -12,7 +12,9 @@ everything present returns in well under a second. Inputs:
   without them, the demo crawl (documentation pages with their navigation: a
   poor stand-in, a warning says so);
 * cutoff sample: web pages from the same WET files and the demo crawl,
-  language-identified and scored with the new LMs.
+  language-identified and scored with the new LMs;
+* quality_score: held-out reference prose and the real WET pages (profile), and
+  people's labels in ``../shared/data/quality`` when present (two weights).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import json
 import logging
 import time
 from pathlib import Path
+
+import numpy as np
 
 from ccpipe.errors import ModelError
 from ccpipe.models import cutoff_path, kenlm_path, lm_dir, ref_model_path, sp_path
@@ -125,29 +129,166 @@ def build_default_cutoffs(langs=DEFAULT_LANGS, force: bool = False, max_docs: in
     return {"cutoffs": report}
 
 
+REF_RECIPE = 3
+"""Bumped when the default classifier's training data changes, so set-up rebuilds it."""
+
+
+def _default_ref_sources():
+    from ccpipe.models.quality import reference_sources
+
+    text = shared_data_dir() / "text"
+    return reference_sources(corpora_dir(), text if text.is_dir() else None)
+
+
+def _web_pages(paths: list[Path]) -> list:
+    from ccpipe.io.wet import read_wet
+    from ccpipe.stats import Stats
+
+    return [d for p in paths for d in read_wet(str(p), Stats()) if len(d.raw_content) >= 200]
+
+
+def balance_by_language(pos: list[tuple[str, str]], neg: list[tuple[str, str]],
+                        seed: int = 0) -> tuple[list[str], list[str], dict[str, int]]:
+    """As many positives as negatives *in every language*, and no language with only
+    one class: otherwise the classifier learns which languages are more often
+    reference text (it scored every Russian and Chinese page 0, reference prose
+    included, when the negatives were mostly Russian and Chinese pages)."""
+    import random
+
+    rng = random.Random(seed)
+    by: dict[str, tuple[list[str], list[str]]] = {}
+    for lang, d in pos:
+        by.setdefault(lang, ([], []))[0].append(d)
+    for lang, d in neg:
+        by.setdefault(lang, ([], []))[1].append(d)
+    p_out, n_out, used = [], [], {}
+    for lang, (p, n) in sorted(by.items()):
+        k = min(len(p), len(n))
+        if k == 0:
+            continue
+        rng.shuffle(p)
+        rng.shuffle(n)
+        p_out += p[:k]
+        n_out += n[:k]
+        used[lang] = k
+    return p_out, n_out, used
+
+
 def build_default_ref(force: bool = False, seed: int = 0) -> dict:
-    from ccpipe.models.ref import reference_documents, train_ref_classifier, web_documents
+    """The is-reference classifier. Positives: the training part of every reference
+    source (Debian documentation, the Wikipedia sample, XQuAD and UD; their held-out
+    parts stay out, see ``ccpipe.models.quality``); negatives: real WET pages, except
+    the held-out quarter, cut into pieces of >= 1,000 characters (the size of the
+    positive documents); both balanced per language (``balance_by_language``)."""
+    from ccpipe.models.quality import is_held_out_page, positive_documents
+    from ccpipe.models.ref import chunk_lines, train_ref_classifier
+    from ccpipe.steps.langid import LanguageId
 
     out = ref_model_path()
-    if out.is_file() and not force:
+    metrics_path = out.parent / (out.stem + ".metrics.json")
+    if out.is_file() and not force and metrics_path.is_file() \
+            and json.loads(metrics_path.read_text()).get("recipe") == REF_RECIPE:
         return {"ref": "present"}
-    pos_files = sorted((corpora_dir() / "docs").glob("*.txt")) + sorted((corpora_dir() / "wiki").glob("*.txt"))
-    text = shared_data_dir() / "text"
-    pos_files += sorted((text / "xquad").glob("*.txt")) + sorted((text / "ud").glob("*.tsv"))
-    if not pos_files:
+    sources = _default_ref_sources()
+    if not sources:
         raise ModelError(f"no reference prose in {corpora_dir()}: run `python scripts/fetch_corpora.py` first")
     real, demo = web_wet_files()
     if not real:
         log.warning("no real WET pages in %s: training the is-reference classifier against the demo crawl, "
                     "a poor stand-in for random web pages; retrain with `ccpipe models train-ref` on real output",
                     shared_data_dir() / "wet")
-    neg = web_documents(real or demo)
-    pos = reference_documents(pos_files)
-    metrics = train_ref_classifier(pos, neg, out, test_frac=0.2, seed=seed)
-    metrics["positives"] = [str(p) for p in pos_files]
-    metrics["negatives"] = [str(p) for p in (real or demo)]
-    (out.parent / (out.stem + ".metrics.json")).write_text(json.dumps(metrics, indent=2))
+    lid = LanguageId(max_chars=2000)
+    lid.prepare(None)  # type: ignore[arg-type]
+    pages = [d for d in _web_pages(real or demo) if not is_held_out_page(d.id)]
+    neg = [(lid.predict(d.raw_content)[0], c) for d in pages for c in chunk_lines(d.raw_content)]
+    pos = [(s.lang, d) for s in sources for d in positive_documents([s])]
+    pos_docs, neg_docs, per_language = balance_by_language(pos, neg, seed)
+    metrics = train_ref_classifier(pos_docs, neg_docs, out, test_frac=0.2, seed=seed)
+    metrics["recipe"] = REF_RECIPE
+    metrics["per_language"] = per_language
+    metrics["positives"] = sorted({str(s.path) for s in sources})
+    metrics["negatives"] = {"files": [str(p) for p in (real or demo)], "pages": len(pages), "pieces": len(neg)}
+    metrics_path.write_text(json.dumps(metrics, indent=2))
     return {"ref": metrics}
+
+
+def _file_stamp(path: Path) -> list:
+    st = path.stat()
+    return [str(path), st.st_size, int(st.st_mtime)]
+
+
+def dev_labels_path() -> Path:
+    """People's labels shipped beside the project (DCLM's, a dev set), when present."""
+    return shared_data_dir() / "quality" / "human_labels_dev.jsonl"
+
+
+def build_default_quality(langs=DEFAULT_LANGS, force: bool = False) -> dict:
+    """The ``quality_score`` model: profile from held-out reference prose and real web
+    pages, weights fitted on the dev labels when they are present (``equal``: two
+    numbers), else the unfitted prior. Rebuilt when the models it reads change."""
+    from ccpipe.evaluate import read_labels
+    from ccpipe.models import quality_model_path
+    from ccpipe.models.quality import (PROFILE_VERSION, SignalReader, build_profile, char_ratios, fit_quality, function_word_lists,
+                                       held_out_documents, is_held_out_page, language_report, prior_weights,
+                                       save_report)
+    from ccpipe.steps.langid import LanguageId
+    from ccpipe.steps.perplexity import Perplexity, load_cutoffs
+    from ccpipe.steps.quality_score import QualityModel
+    from ccpipe.steps.ref_classifier import RefClassifier
+
+    out = quality_model_path()
+    labels = dev_labels_path()
+    real, demo = web_wet_files()
+    inputs = [ref_model_path(), cutoff_path()] + [p for lang in langs for p in (sp_path(lang), kenlm_path(lang))]
+    stamp = {"recipe": PROFILE_VERSION, "inputs": [_file_stamp(p) for p in inputs if p.is_file()],
+             "labels": _file_stamp(labels) if labels.is_file() else None,
+             "web": [str(p) for p in real or demo]}
+    if out.is_file() and not force:
+        try:
+            if json.loads(out.read_text()).get("info", {}).get("stamp") == stamp:
+                return {"quality": "present"}
+        except ValueError:
+            pass  # unreadable: rebuild it
+    sources = _default_ref_sources()
+    profile = QualityModel(center={}, default_center={}, scale={}, weights=prior_weights(), bias=0.0,
+                           char_ratio=char_ratios(sources), function_words=function_word_lists(sources))
+    lid = LanguageId(max_chars=2000)
+    lid.prepare(None)  # type: ignore[arg-type]
+    perp = Perplexity(languages=[lang for lang in langs if sp_path(lang).is_file() and kenlm_path(lang).is_file()])
+    perp.prepare(None)  # type: ignore[arg-type]
+    ref = RefClassifier()
+    ref.prepare(None)  # type: ignore[arg-type]
+    reader = SignalReader(profile, lid, perp, ref)
+    held_docs = held_out_documents(sources)
+    held = [(lang, reader.read(doc, lang)[1]) for lang, doc in held_docs]
+    pages = _web_pages(real or demo)
+    web = []
+    web_held = []
+    for d in pages:
+        lang, conf = lid.predict(d.raw_content)
+        if conf < 0.5:
+            continue
+        row = (lang, reader.read(d.raw_content, lang)[1])
+        web.append(row)
+        if is_held_out_page(d.id):
+            web_held.append(row)
+    # centres from half of the held-out prose, the per-language check on the other half
+    cutoffs = load_cutoffs(cutoff_path()) if cutoff_path().is_file() else None
+    build_profile(sources, web, held[0::2], profile, cutoffs)
+    report: dict = {"profile": profile.info["profile"]}
+    if labels.is_file():
+        rows = read_labels(labels, "text")
+        signals = [reader.read(r["text"]) for r in rows]
+        report["fit"] = fit_quality(profile, signals, np.array([r["label"] for r in rows]), "equal", str(labels))
+    else:
+        log.warning("no labels at %s: quality_score keeps its unfitted prior weights (equal, bias 0); "
+                    "fit them with `ccpipe models fit-quality LABELS.jsonl`", labels)
+        profile.info["fit"] = report["fit"] = "none: no labels"
+    report["languages"] = profile.info["languages"] = language_report(profile, held[1::2], web_held)
+    profile.info["stamp"] = stamp
+    profile.save(out)
+    save_report(out, report)
+    return {"quality": report}
 
 
 def build_defaults(langs=DEFAULT_LANGS, vocab_size: int = DEFAULT_VOCAB, force: bool = False) -> dict:
@@ -157,6 +298,7 @@ def build_defaults(langs=DEFAULT_LANGS, vocab_size: int = DEFAULT_VOCAB, force: 
     rebuilt = any(v != "present" for v in report["lm"].values())
     report.update(build_default_cutoffs(langs, force=force or rebuilt))
     report.update(build_default_ref(force))
+    report.update(build_default_quality(langs, force))
     report["seconds"] = round(time.perf_counter() - t0, 1)
     lm_dir().mkdir(parents=True, exist_ok=True)
     return report

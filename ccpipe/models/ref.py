@@ -63,6 +63,22 @@ def reference_documents(paths: Iterable[Path], min_chars: int = 1000) -> list[st
     return docs
 
 
+def chunk_lines(text: str, min_chars: int = 1000) -> list[str]:
+    """Consecutive lines of one page joined into pieces of >= ``min_chars`` characters
+    (a last piece of at least half that is kept). Cutting web pages into pieces the
+    size of the positive documents gives the classifier several negatives per page."""
+    out, cur, n = [], [], 0
+    for line in text.split("\n"):
+        cur.append(line)
+        n += len(line) + 1
+        if n >= min_chars:
+            out.append("\n".join(cur))
+            cur, n = [], 0
+    if n >= min_chars // 2:
+        out.append("\n".join(cur))
+    return out
+
+
 def web_documents(wet_paths: Iterable[Path], min_chars: int = 200) -> list[str]:
     from ccpipe.io.wet import read_wet
 

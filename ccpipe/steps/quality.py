@@ -38,10 +38,13 @@ def _bmp_tables() -> tuple[np.ndarray, np.ndarray]:
     ``[^\\W\\d_]``, so the vectorised count below is the regex's count by construction."""
     global _BMP_TABLES
     if _BMP_TABLES is None:
-        space, letter = re.compile(r"\s"), re.compile(r"[^\W\d_]")
-        chars = [chr(c) for c in range(0x10000)]
-        _BMP_TABLES = (np.fromiter((space.match(ch) is not None for ch in chars), bool, 0x10000),
-                       np.fromiter((letter.match(ch) is not None for ch in chars), bool, 0x10000))
+        chars = "".join(map(chr, range(0x10000)))  # one regex scan each: ~20 ms, not ~0.3 s of matches per character
+        tables = []
+        for pattern in (r"\s", r"[^\W\d_]"):
+            t = np.zeros(0x10000, bool)
+            t[[m.start() for m in re.finditer(pattern, chars)]] = True
+            tables.append(t)
+        _BMP_TABLES = (tables[0], tables[1])
     return _BMP_TABLES
 
 
@@ -56,13 +59,20 @@ def count_alpha_words(text: str) -> int:
         return 0
     if int(cp.max()) >= 0x10000:
         return len(_ALPHA_WORD_RE.findall(text))
+    return count_alpha_words_bmp(cp)
+
+
+def count_alpha_words_bmp(cp: np.ndarray) -> int:
+    """:func:`count_alpha_words` of an array of code points below U+10000."""
     space_t, letter_t = _bmp_tables()
     space = space_t[cp]
     start = ~space
     start[1:] &= space[:-1]  # first character of each word
-    word = np.cumsum(start)  # word number of each character (1-based; spaces share the previous)
-    lw = word[letter_t[cp]]  # word numbers of letters, non-decreasing
-    return int(lw.size and 1 + np.count_nonzero(lw[1:] != lw[:-1]))
+    starts = np.flatnonzero(start)
+    if starts.size == 0:
+        return 0
+    # letters per word (a word runs from its first character to the next word's)
+    return int(np.count_nonzero(np.add.reduceat(letter_t[cp].view(np.uint8), starts)))
 
 
 _P = np.uint64(0x9E3779B97F4A7C15)
