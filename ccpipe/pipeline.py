@@ -86,6 +86,8 @@ class RunSpec:
     calibrate: bool = False
     """Perplexity buckets are placed after the run (cutoffs from the run's own values)."""
     reference_cutoffs: Path | None = None
+    lsh: tuple[int, int] | None = None
+    """MinHash (bands, rows), chosen once by the driver."""
     fault: faults.Fault | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -155,7 +157,7 @@ def read_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
     faults.hit(spec.fault, "read", "start", tid)
     read_stats = Stats()
     hasher = LineHasher(cfg.dedup.keep_first) if cfg.dedup.enabled else None
-    signer = minhash.make_signature_writer(cfg.minhash) if cfg.minhash.enabled else None
+    signer = minhash.make_signature_writer(cfg.minhash, spec.lsh) if cfg.minhash.enabled else None
     n = 0
     seconds = {"line_hash": 0.0, "sign": 0.0}
     clock = time.perf_counter
@@ -383,6 +385,7 @@ def _run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> S
     spec = RunSpec(cfg, out_dir, steps, output_schema(fields), run_key,
                    calibrate=ppl is not None and not ppl.assign_buckets,
                    reference_cutoffs=ppl.cutoffs_path if ppl is not None else None,
+                   lsh=cfg.minhash.lsh() if cfg.minhash.enabled else None,
                    fault=faults.Fault.from_env(out_dir / "_work"))
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_same_run(spec, shards, restart_if_changed=restart_if_changed)

@@ -142,9 +142,10 @@ class SignatureWriter:
                            self._ids, self._shingles if self.keep_shingles else None)
 
 
-def make_signature_writer(cfg: Any) -> SignatureWriter:
-    """The sign step of a ``MinHashConfig``."""
-    bands, rows = cfg.lsh()
+def make_signature_writer(cfg: Any, lsh: tuple[int, int] | None = None) -> SignatureWriter:
+    """The sign step of a ``MinHashConfig``; ``lsh``: its (bands, rows) when already
+    known (choosing them integrates the S-curve: ~1 s with scipy's import)."""
+    bands, rows = lsh or cfg.lsh()
     return SignatureWriter(num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, bands=bands, rows=rows,
                            buckets=cfg.buckets, keep_shingles=cfg.verify == "exact")
 
