@@ -3,6 +3,11 @@
 Built on ``concurrent.futures.ProcessPoolExecutor`` because it notices a worker
 that dies (killed, out of memory): every task in flight is then resubmitted to a
 fresh pool, up to ``max_retries`` times per task, while finished tasks stand.
+
+One pool serves every phase of a run (``map`` after ``map``): a worker imports
+the pipeline's modules (~0.5 CPU-second) and loads its models once per run, not
+once per phase. A pool is replaced only when a worker died, or when a ``map`` was
+abandoned with tasks still running.
 """
 
 from __future__ import annotations
@@ -48,10 +53,12 @@ class LocalExecutor(Executor):
             return
         progress = Progress(desc, [w for _, w in pending], self.cfg.progress)
         attempts: dict[int, int] = {}
+        n = self.workers
         try:
             while pending:
-                n = min(self.workers, len(pending))
-                pool = self._pool = self._new_pool(n)
+                if self._pool is None:
+                    self._pool = self._new_pool(n)  # workers start on demand, up to n
+                pool = self._pool
                 futures: dict[Future, tuple[Any, float]] = {}
                 todo = list(pending)
                 pending = []
@@ -77,20 +84,36 @@ class LocalExecutor(Executor):
                             yield item, result
                 except BrokenProcessPool as e:
                     log.warning("a worker process died (%s); retrying its tasks in a new pool", e)
+                    self._drop_pool()
                     for fut, (item, w) in futures.items():
                         self._retry_or_raise(item, w, e, attempts, pending)
                     pending.extend(todo)
                 except (KeyboardInterrupt, SystemExit):
                     _stop_workers(pool)  # Ctrl-C: do not wait for the running tasks
+                    self._drop_pool()
                     raise
                 finally:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    self._pool = None
+                    if futures and self._pool is pool:
+                        # left with tasks running (a failure raised, or the caller stopped
+                        # iterating): this pool is not reused
+                        _stop_workers(pool)
+                        self._drop_pool()
         finally:
             progress.close()
 
+    def _drop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def __exit__(self, exc_type, *rest: object) -> None:
+        if exc_type is None:
+            self._drop_pool()  # the run is over: idle workers exit
+        self.close()
+
     def close(self) -> None:
-        # a map abandoned mid-way (Ctrl-C raised in the caller's loop): stop its workers now
+        # a map abandoned mid-way (Ctrl-C or an error raised in the caller's loop):
+        # stop the workers now
         pool, self._pool = self._pool, None
         if pool is not None:
             _stop_workers(pool)
