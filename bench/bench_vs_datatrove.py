@@ -90,6 +90,7 @@ def main() -> int:
     ap.add_argument("--ccpipe-tree", type=Path, help="another ccpipe checkout to run the same way")
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
+    args.wet = args.wet.resolve()  # the other checkout runs in its own directory
     if not args.wet.is_file():
         sys.exit(f"{args.wet} not found; build it with ../shared/tools/make_bench_wet.py --docs 20000 --out {args.wet}")
     import gzip
