@@ -109,6 +109,35 @@ def test_items_queued_while_the_backend_runs_form_the_next_batch() -> None:
     assert calls == [[0], list(range(1, 8))]
 
 
+def test_lower_priority_numbers_go_first_in_batches_of_their_own() -> None:
+    """What a large embed request does (priority 1) against a text query (priority 0): the
+    query queued behind it goes next, alone, not batched with the large request's items."""
+    gate = threading.Event()
+    calls: list[list[str]] = []
+
+    def backend(xs):
+        calls.append(list(xs))
+        gate.wait(5)
+        return list(xs)
+
+    async def main():
+        with ThreadPoolExecutor(1) as ex:
+            b = MicroBatcher(backend, ex, BatchConfig(window_ms=0, max_items=64), name="t")
+            b.start()
+            first = asyncio.ensure_future(b.submit("big0", priority=1))
+            await asyncio.sleep(0.05)  # big0 is now inside the backend
+            rest = [asyncio.ensure_future(b.submit(x, priority=1)) for x in ("big1", "big2")]
+            query = asyncio.ensure_future(b.submit("query"))
+            await asyncio.sleep(0.05)
+            gate.set()
+            out = await asyncio.gather(first, *rest, query)
+            await b.stop()
+            return out
+
+    assert asyncio.run(main()) == ["big0", "big1", "big2", "query"]
+    assert calls == [["big0"], ["query"], ["big1", "big2"]]
+
+
 def test_config_is_validated() -> None:
     with pytest.raises(ValueError):
         BatchConfig(max_items=0)
