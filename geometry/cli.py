@@ -9,7 +9,9 @@
     ccpipe-geometry client [--url URL] health|document|distance|neighbours|path|embed ...
 
 Answers are JSON on stdout; logs go to stderr. Exit status 0 on success, 2 on a usage or
-data error, 3 when a distance did not converge (the JSON still says so).
+data error (one line on stderr; option checks in geometry/cli_args.py), 3 when a distance
+did not converge (the JSON still says so), 130 when stopped by Ctrl-C (the line says how
+to continue).
 """
 
 from __future__ import annotations
