@@ -50,10 +50,12 @@ class _BodyTooLarge(Exception):
 class BodyLimit:
     """Refuses a request body over ``max_bytes`` with 413, whichever way it is sent.
 
-    A ``Content-Length`` over the limit is refused before anything is read. A body without
-    one (``Transfer-Encoding: chunked``) is counted as it streams in and refused as soon as
-    the count passes the limit: the app's own answer to the cut-off body is dropped and the
-    413 goes out instead, with ``Connection: close`` so the rest of the upload is not read.
+    A ``Content-Length`` over the limit is refused before anything is read (uvicorn then
+    discards the declared bytes as they arrive, so a client that sends its whole body
+    before reading still gets the 413). A body without one (``Transfer-Encoding:
+    chunked``, of no announced end) is counted as it streams in and refused as soon as the
+    count passes the limit: the app's own answer to the cut-off body is dropped, and the
+    413 goes out with ``Connection: close``, so the rest of the upload is never read.
     Either way the server never holds more than ``max_bytes`` of one body. Plain ASGI,
     without the extra task and stream per request that Starlette's ``@app.middleware`` adds.
     """
@@ -62,8 +64,9 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def _refuse(self, scope, receive, send) -> None:
-        resp = JSONResponse({"detail": f"request body over {self.max_bytes} bytes (max_body_bytes)"}, status_code=413, headers={"connection": "close"})
+    async def _refuse(self, scope, receive, send, *, close: bool) -> None:
+        resp = JSONResponse({"detail": f"request body over {self.max_bytes} bytes (max_body_bytes)"}, status_code=413,
+                            headers={"connection": "close"} if close else None)
         await resp(scope, receive, send)
 
     async def __call__(self, scope, receive, send) -> None:
@@ -72,7 +75,7 @@ class BodyLimit:
             return
         size = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if size is not None and (not size.isdigit() or int(size) > self.max_bytes):
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, close=False)
             return
         seen = 0
         over = answered = False
@@ -100,7 +103,7 @@ class BodyLimit:
             if not over:
                 raise
         if over and not answered:
-            await self._refuse(scope, receive, send)
+            await self._refuse(scope, receive, send, close=True)
 
 
 def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = True) -> FastAPI:

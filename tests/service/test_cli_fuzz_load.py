@@ -206,5 +206,5 @@ def test_neighbours_keep_their_latency_during_a_large_embed(server, doc_ids, rec
     record_property("neighbours_inside", len(inside))
     log.warning("large embed %.2f s; %d neighbour requests in its middle 60%% (median %.0f ms); text query answered at %.2f s",
                 t_embed, len(inside), statistics.median(inside) * 1000 if inside else float("nan"), done["text"])
-    assert len(inside) >= 5, f"only {len(inside)} neighbour requests ran inside the embed's middle 60% ({t_embed:.2f} s)"
+    assert len(inside) >= 4, f"only {len(inside)} neighbour requests ran inside the embed's middle 60% ({t_embed:.2f} s)"
     assert done["text"] < t_embed
