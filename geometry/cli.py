@@ -23,7 +23,7 @@ import sys
 from dataclasses import asdict
 
 from ccpipe.malloc import tune_malloc
-from geometry.cli_args import MAX_BATCH, MAX_K, MAX_POINTS, Parser, integer, number
+from geometry.cli_args import MAX_BATCH, MAX_K, MAX_POINTS, Parser, device, integer, number
 from geometry.errors import GeometryError
 
 log = logging.getLogger("geometry.cli")
@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--batch-size", type=integer(1, MAX_BATCH), default=None)
     e.add_argument("--policy", choices=["truncate", "chunk_mean"], default=None, help="long-document policy")
-    e.add_argument("--device", default=None)
+    e.add_argument("--device", type=device, default=None)
     e.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("train", help="train the score model on the run's embeddings")
@@ -54,13 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--blocks", type=integer(0, 64), default=None)
     t.add_argument("--sigma-min", type=number(0, above=True), default=None)
     t.add_argument("--seed", type=integer(0, 2**32 - 1), default=None)
-    t.add_argument("--device", default=None)
+    t.add_argument("--device", type=device, default=None)
     t.add_argument("--resume", action="store_true", help="continue from _geometry/score/last.pt")
 
     def query(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--c", type=number(0), default=None, help="lambda = c / median |s|^2 (default 1)")
         sp.add_argument("--points", type=integer(3, MAX_POINTS), default=None, help=f"points on a geodesic, 3 to {MAX_POINTS} (default 32)")
-        sp.add_argument("--device", default=None)
+        sp.add_argument("--device", type=device, default=None)
         sp.add_argument("--dtype", choices=["float64", "float32"], default=None, help="curve precision (float32: ~4.7x faster geodesics)")
 
     d = sub.add_parser("distance", help="Stein distance between two documents")

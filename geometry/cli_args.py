@@ -74,6 +74,34 @@ def number(lo: float | None = None, hi: float | None = None, *, above: bool = Fa
     return parse
 
 
+def device(text: str) -> str:
+    """``type=``: a torch device this machine has ("cpu", "cuda", "cuda:1", "mps")."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"must be a torch device such as cpu or cuda:0, got {text[:40]!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text} asked for, but CUDA is not available on this machine (use cpu)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text} asked for, but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise argparse.ArgumentTypeError(f"{text} asked for, but MPS is not available on this machine (use cpu)")
+    return text
+
+
+def host(text: str) -> str:
+    """``type=``: an address or host name that resolves."""
+    import socket
+
+    try:
+        socket.getaddrinfo(text, None)
+    except (OSError, UnicodeError):
+        raise argparse.ArgumentTypeError(f"cannot resolve {text[:60]!r} to an address") from None
+    return text
+
+
 def resume_hint(cmd: str, argv: list[str] | None) -> str:
     """The command line that picks up an interrupted ``embed`` or ``train`` where it stopped
     (the same one; ``train`` with ``--resume`` added)."""
