@@ -2,7 +2,8 @@
 
     ccpipe-geometry serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--token-env CCPIPE_API_TOKEN]
 
-Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
+Endpoints (API docs at /docs and /redoc, offline; schema at /openapi.json; every /v1
+endpoint but /v1/health needs the token when one is set):
 
     GET  /v1/health                 liveness, run size, lambda, limits (no token needed)
     GET  /v1/documents/{id}         a document's parquet row (?text=true adds raw_content)
@@ -30,6 +31,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 
 from geometry.api import MODES, GeometryIndex, QueryConfig
 from geometry.embed import MODEL_NAME
@@ -121,8 +123,6 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
 
     # FastAPIOffline: /docs (Swagger UI) and /redoc load their scripts and styles from the
     # fastapi-offline package's own copies, not from a CDN, so they work with no internet.
-    from fastapi_offline import FastAPIOffline
-
     app = FastAPIOffline(
         title="ccpipe geometry service",
         version=API_VERSION,
