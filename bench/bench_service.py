@@ -19,6 +19,10 @@ Figures (printed as a table and as JSON on the last line):
      mode geodesic: an iterative solve, where the model dominates) and neighbours;
   3. the backend alone (no HTTP): pairs/s of one batched score-model call against one
      call per pair, in modes upper and geodesic.
+  4. ``--embed-isolation`` (alone, quick): p50/p99 of neighbour requests (by id, and with a
+     short text query) from a few steady clients, first alone, then while one client sends
+     large /v1/embed calls back to back (190 texts x 20,000 characters by default: within
+     the default limits); what one big embed costs the other clients.
 Timings on a shared machine are noisy: compare the ratios, not the absolute numbers. The
 load generator shares the machine; its CPU share is printed per level, and where it nears
 100% of a core the figure measures the client, not the server.
@@ -177,6 +181,97 @@ def run_all(run: Path, levels: list[int], seconds: float, kinds: tuple[str, ...]
     return out
 
 
+async def embed_interference(url: str, ids: list[str], big_texts: list[str], *, seconds: float, id_clients: int = 4,
+                             max_embeds: int = 3) -> dict:
+    """Neighbour latency alone, then while large embeds run back to back.
+
+    Phase "alone": ``id_clients`` closed-loop clients ask neighbours of a stored document
+    (k=10 of 100 candidates) and one client asks neighbours of a short text, for
+    ``seconds``. Phase "during embed": the same clients, while one more client sends the
+    ``big_texts`` to /v1/embed, again and again until ``seconds`` have passed (at least one
+    call, at most ``max_embeds``); only requests that start while an embed is in flight count.
+    """
+    limits = httpx.Limits(max_connections=id_clients + 2, max_keepalive_connections=id_clients + 2)
+    out: dict = {"id_clients": id_clients, "texts": len(big_texts), "chars_per_text": max(map(len, big_texts)),
+                 "body_bytes": len(json.dumps({"texts": big_texts}, ensure_ascii=False).encode())}
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as c:
+
+        async def phase(with_embed: bool) -> dict:
+            lat: dict[str, list[float]] = {"neighbours_id": [], "neighbours_text": []}
+            errors: list[str] = []
+            embed_s: list[float] = []
+            in_flight = asyncio.Event()
+            done = asyncio.Event()
+
+            async def querier(kind: str, i: int) -> None:
+                rng = random.Random(i)
+                while not done.is_set():
+                    q = {"id": rng.choice(ids)} if kind == "neighbours_id" else {"text": f"a short query about topic {rng.randrange(1000)}"}
+                    counts = not with_embed or in_flight.is_set()
+                    t0 = time.perf_counter()
+                    r = await c.post("/v1/neighbours", json={"query": q, "k": 10, "candidates": 100, "mode": "upper"})
+                    if counts:  # started while an embed was in flight (or no embed phase)
+                        lat[kind].append(time.perf_counter() - t0)
+                    if r.status_code != 200:
+                        errors.append(f"{kind}: {r.status_code} {r.text[:200]}")
+
+            async def embedder() -> None:
+                t_end = time.perf_counter() + seconds
+                while len(embed_s) < max_embeds and (not embed_s or time.perf_counter() < t_end):
+                    in_flight.set()
+                    t0 = time.perf_counter()
+                    r = await c.post("/v1/embed", json={"texts": big_texts})
+                    embed_s.append(time.perf_counter() - t0)
+                    in_flight.clear()
+                    if r.status_code != 200:
+                        errors.append(f"embed: {r.status_code} {r.text[:200]}")
+                done.set()
+
+            async def timer() -> None:
+                await asyncio.sleep(seconds)
+                done.set()
+
+            tasks = [querier("neighbours_id", i) for i in range(id_clients)] + [querier("neighbours_text", 99)]
+            await asyncio.gather(*tasks, embedder() if with_embed else timer())
+            res = {k: {"n": len(v), "p50_ms": round(pct(v, 50) * 1000, 1), "p99_ms": round(pct(v, 99) * 1000, 1), "max_ms": round(max(v, default=float("nan")) * 1000, 1)}
+                   for k, v in lat.items()}
+            res["errors"] = errors[:5]
+            if with_embed:
+                res["embed_s"] = [round(x, 2) for x in embed_s]
+            return res
+
+        await phase(False)  # warm-up (first calls pay for lazy set-up)
+        out["alone"] = await phase(False)
+        out["during_embed"] = await phase(True)
+    return out
+
+
+def big_texts(run: Path, n: int, chars: int) -> list[str]:
+    """``n`` texts of ``chars`` characters made of the run's English documents (repeated to
+    length, newlines as spaces: the JSON body stays about n x chars bytes)."""
+    from ccpipe.io.dataset import read_rows
+
+    t = read_rows(run, ["raw_content", "language"]).to_pydict()
+    docs = [" ".join(c.split()) for c, lang in zip(t["raw_content"], t["language"]) if c and lang == "en"]
+    out = []
+    for i in range(n):
+        d = docs[i % len(docs)]
+        out.append(((d + " ") * (chars // (len(d) + 1) + 1))[:chars])
+    return out
+
+
+def report_isolation(res: dict) -> str:
+    lines = [f"neighbour requests while /v1/embed runs {res['texts']} texts x {res['chars_per_text']} chars ({res['body_bytes']} bytes) "
+             f"({res['id_clients']} clients by id + 1 by text, closed loop)",
+             "phase          kind              n    p50 ms    p99 ms    max ms"]
+    for ph in ("alone", "during_embed"):
+        for kind in ("neighbours_id", "neighbours_text"):
+            r = res[ph][kind]
+            lines.append(f"{ph:<14} {kind:<15} {r['n']:5d} {r['p50_ms']:9.1f} {r['p99_ms']:9.1f} {r['max_ms']:9.1f}")
+    lines.append(f"embed calls took {res['during_embed']['embed_s']} s; errors: {res['alone']['errors'] + res['during_embed']['errors']}")
+    return "\n".join(lines)
+
+
 def backend_scaling(run: Path, sizes: tuple[int, ...] = (1, 8, 32, 64, 256), budget_s: float = 1.5,
                     modes: tuple[str, ...] = ("upper", "geodesic")) -> list[dict]:
     """What a batched call buys inside the model thread, without HTTP: pairs/s of one
@@ -245,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", default="1,4,16,50")
     p.add_argument("--kinds", default=",".join(KINDS),
                    help="load kinds: distance (mode upper), geodesic (distance, mode geodesic), neighbours")
+    p.add_argument("--embed-isolation", action="store_true",
+                   help="only measure neighbour latency alone and during large /v1/embed calls (section 4)")
+    p.add_argument("--embed-texts", type=int, default=190, help="texts per large embed call (--embed-isolation)")
+    p.add_argument("--embed-chars", type=int, default=20_000, help="characters per text (--embed-isolation)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -259,6 +358,16 @@ def main(argv: list[str] | None = None) -> int:
         run = ROOT / "bench-out" / "service_run"
         if not (run / "_geometry" / "score" / "model.pt").exists():
             make_run(run)
+    if args.embed_isolation:
+        import pyarrow.parquet as pq
+
+        ids = [i for f in sorted((run / "_geometry" / "embeddings").glob("ids-*.parquet")) for i in pq.read_table(f, columns=["id"]).column("id").to_pylist()]
+        texts = big_texts(run, args.embed_texts, args.embed_chars)
+        with Server(run, batch_max=64, window_ms=2.0) as srv:
+            res = asyncio.run(embed_interference(srv.url, ids, texts, seconds=args.seconds))
+        print(report_isolation(res))
+        print(json.dumps(res))
+        return 0
     levels = [int(x) for x in args.concurrency.split(",")]
     res = run_all(run, levels, args.seconds, tuple(args.kinds.split(",")))
     res["backend"] = backend_scaling(run)

@@ -14,10 +14,7 @@ Documents of a run (after ``ccpipe-geometry embed`` and ``train``)::
 See docs/geometry.md.
 """
 
-from geometry.distances import DistanceResult, GeodesicConfig, euclidean_lower_bound, geodesic, upper_bound
 from geometry.errors import GeometryError, NotConvergedError, StoreError, UnknownDocumentError
-from geometry.graph import KnnGraph, graph_distance
-from geometry.metric import SteinMetric, scale_free_lambda
 
 __all__ = [
     "DistanceResult",
@@ -36,11 +33,26 @@ __all__ = [
     "upper_bound",
 ]
 
+# Loaded on first use: importing torch (and faiss, sentence-transformers for the
+# document-level API) takes seconds, and ``ccpipe-geometry --help`` or a mistyped option
+# must answer at once.
+_LAZY = {
+    "DistanceResult": "geometry.distances",
+    "GeodesicConfig": "geometry.distances",
+    "euclidean_lower_bound": "geometry.distances",
+    "geodesic": "geometry.distances",
+    "upper_bound": "geometry.distances",
+    "KnnGraph": "geometry.graph",
+    "graph_distance": "geometry.graph",
+    "SteinMetric": "geometry.metric",
+    "scale_free_lambda": "geometry.metric",
+    "GeometryIndex": "geometry.api",
+}
+
 
 def __getattr__(name: str):
-    # The document-level API pulls in faiss and sentence-transformers; load it on demand.
-    if name == "GeometryIndex":
-        from geometry.api import GeometryIndex
+    if name in _LAZY:
+        import importlib
 
-        return GeometryIndex
-    raise AttributeError(name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'geometry' has no attribute {name!r}")

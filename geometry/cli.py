@@ -9,7 +9,9 @@
     ccpipe-geometry client [--url URL] health|document|distance|neighbours|path|embed ...
 
 Answers are JSON on stdout; logs go to stderr. Exit status 0 on success, 2 on a usage or
-data error, 3 when a distance did not converge (the JSON still says so).
+data error (one line on stderr; option checks in geometry/cli_args.py), 3 when a distance
+did not converge (the JSON still says so), 130 when stopped by Ctrl-C (the line says how
+to continue).
 """
 
 from __future__ import annotations
@@ -21,42 +23,44 @@ import sys
 from dataclasses import asdict
 
 from ccpipe.malloc import tune_malloc
+from geometry.cli_args import MAX_BATCH, MAX_K, MAX_POINTS, Parser, device, integer, number
 from geometry.errors import GeometryError
 
 log = logging.getLogger("geometry.cli")
 
 EXIT_ERROR = 2
 EXIT_NOT_CONVERGED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ccpipe-geometry", description=__doc__.split("\n\n")[0])
+    p = Parser(prog="ccpipe-geometry", description=__doc__.split("\n\n")[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     e = sub.add_parser("embed", help="embed new documents of a run and extend the ANN index")
     e.add_argument("run_dir")
-    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--batch-size", type=integer(1, MAX_BATCH), default=None)
     e.add_argument("--policy", choices=["truncate", "chunk_mean"], default=None, help="long-document policy")
-    e.add_argument("--device", default=None)
+    e.add_argument("--device", type=device, default=None)
     e.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("train", help="train the score model on the run's embeddings")
     t.add_argument("run_dir")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--hidden", type=int, default=None)
-    t.add_argument("--blocks", type=int, default=None)
-    t.add_argument("--sigma-min", type=float, default=None)
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument("--device", default=None)
+    t.add_argument("--epochs", type=integer(1, 1_000_000), default=None)
+    t.add_argument("--batch-size", type=integer(1, MAX_BATCH), default=None)
+    t.add_argument("--lr", type=number(0, 1, above=True), default=None)
+    t.add_argument("--hidden", type=integer(1, 16_384), default=None)
+    t.add_argument("--blocks", type=integer(0, 64), default=None)
+    t.add_argument("--sigma-min", type=number(0, above=True), default=None)
+    t.add_argument("--seed", type=integer(0, 2**32 - 1), default=None)
+    t.add_argument("--device", type=device, default=None)
     t.add_argument("--resume", action="store_true", help="continue from _geometry/score/last.pt")
 
     def query(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--c", type=float, default=None, help="lambda = c / median |s|^2 (default 1)")
-        sp.add_argument("--points", type=int, default=None, help="points on a geodesic (default 32)")
-        sp.add_argument("--device", default=None)
+        sp.add_argument("--c", type=number(0), default=None, help="lambda = c / median |s|^2 (default 1)")
+        sp.add_argument("--points", type=integer(3, MAX_POINTS), default=None, help=f"points on a geodesic, 3 to {MAX_POINTS} (default 32)")
+        sp.add_argument("--device", type=device, default=None)
         sp.add_argument("--dtype", choices=["float64", "float32"], default=None, help="curve precision (float32: ~4.7x faster geodesics)")
 
     d = sub.add_parser("distance", help="Stein distance between two documents")
@@ -69,9 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     n = sub.add_parser("neighbours", aliases=["neighbors"], help="k nearest documents by Stein distance")
     n.add_argument("run_dir")
     n.add_argument("id")
-    n.add_argument("-k", type=int, default=10)
+    n.add_argument("-k", type=integer(1, MAX_K), default=10)
     n.add_argument("--mode", choices=["geodesic", "upper", "graph"], default="upper")
-    n.add_argument("--candidates", type=int, default=None, help="ANN candidates to re-rank (default 50)")
+    n.add_argument("--candidates", type=integer(1, MAX_K), default=None, help="ANN candidates to re-rank (default 50)")
     query(n)
 
     pa = sub.add_parser("path", help="geodesic between two documents and the documents along it")
@@ -91,7 +95,10 @@ def _set(obj, **kw):
     from dataclasses import replace
 
     given = {k: v for k, v in kw.items() if v is not None}
-    return replace(obj, **given) if given else obj
+    try:
+        return replace(obj, **given) if given else obj
+    except ValueError as e:  # a combination the per-option checks cannot see
+        raise GeometryError(f"bad option: {e}") from e
 
 
 def _open_index(args: argparse.Namespace):
@@ -102,6 +109,19 @@ def _open_index(args: argparse.Namespace):
     if args.points is not None:
         cfg = _set(cfg, geodesic=_set(GeodesicConfig(), n_points=args.points))
     return GeometryIndex.open(args.run_dir, cfg, device=args.device)
+
+
+def _check_writable(folder) -> None:
+    """Raise OSError now if ``folder`` cannot be created or written (torch.save would only
+    fail at the first checkpoint, with a RuntimeError)."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(folder)) from e
 
 
 def _emit(obj) -> None:
@@ -130,10 +150,15 @@ def run(args: argparse.Namespace) -> int:
         from geometry.train import TrainConfig, default_model_config, train_score_model
 
         store = EmbeddingStore.open(args.run_dir)
+        _check_writable(geometry_dir(args.run_dir) / "score")  # before training, not at its first checkpoint
         data = store.tensor()  # N x d view of the memory map; batches are gathered from it
         tcfg = _set(TrainConfig(), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
         overrides = {k: v for k, v in {"hidden": args.hidden, "blocks": args.blocks, "sigma_min": args.sigma_min}.items() if v is not None}
-        tcfg = _set(tcfg, model=default_model_config(data, seed=tcfg.seed, **overrides))
+        try:
+            model = default_model_config(data, seed=tcfg.seed, **overrides)
+        except ValueError as e:  # e.g. --sigma-min above the data's diameter
+            raise GeometryError(f"bad option: {e}") from e
+        tcfg = _set(tcfg, model=model)
         res = train_score_model(data, tcfg, out_dir=geometry_dir(args.run_dir) / "score", resume=args.resume)
         _emit({"checkpoint": str(res.checkpoint), "val_loss": res.val_loss, "epochs": res.history[-1:] and res.history[-1]})
         return 0
@@ -163,6 +188,32 @@ def main(argv: list[str] | None = None) -> int:
     except GeometryError as e:
         log.error("%s", e)
         return EXIT_ERROR
+    except KeyboardInterrupt:
+        log.debug("interrupted", exc_info=True)
+        log.error("%s", _interrupted(args, argv))
+        return EXIT_INTERRUPTED
+    except OSError as e:  # an unwritable or full run directory, a vanished file
+        log.debug("OS error", exc_info=True)
+        where = f"{e.filename}: " if e.filename else ""
+        hint = " (embed and train write under RUN_DIR/_geometry: is it writable, is there space?)" if args.cmd in ("embed", "train") else ""
+        log.error("%s %s%s%s", args.cmd, where, e.strerror or e, hint)
+        return EXIT_ERROR
+
+
+def _interrupted(args: argparse.Namespace, argv: list[str] | None) -> str:
+    """One line: what stopped, what was kept, the command that continues."""
+    from geometry.cli_args import resume_hint
+
+    if args.cmd == "embed":
+        return f"embed stopped (Ctrl-C); documents already committed are kept; to embed the rest run the same command: {resume_hint(args.cmd, argv)}"
+    if args.cmd == "train":
+        from geometry.store import geometry_dir
+
+        last = geometry_dir(args.run_dir) / "score" / "last.pt"
+        if last.exists():
+            return f"train stopped (Ctrl-C); the last checkpoint is {last}; to continue from it run: {resume_hint(args.cmd, argv)}"
+        return "train stopped (Ctrl-C) before its first checkpoint; run the same command to start again"
+    return f"{args.cmd} stopped (Ctrl-C)"
 
 
 if __name__ == "__main__":

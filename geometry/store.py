@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from geometry.errors import StoreError, UnknownDocumentError
+from geometry.errors import StoreError, UnknownDocumentError, clip
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class EmbeddingStore:
         try:
             return self._row[doc_id]
         except KeyError:
-            raise UnknownDocumentError(f"document {doc_id!r} is not in {self.root}; embed its shard first") from None
+            raise UnknownDocumentError(f"document {clip(doc_id)} is not in {self.root}; embed its shard first", doc_id=doc_id) from None
 
     def rows_of(self, doc_ids: list[str]) -> np.ndarray:
         return np.asarray([self.row_of(d) for d in doc_ids], dtype=np.int64)

@@ -8,6 +8,11 @@ inside it (up to ``max_items``) goes to ``fn`` as one list. While a batch runs, 
 requests queue and form the next batch, so batches grow with load on their own and the
 window only matters when the backend is idle. ``max_items = 1`` gives one call per
 request (the baseline the benchmark compares against).
+
+Items carry a priority (0 first): a batch holds items of one priority only, and the
+lowest number queued opens the next batch. The engine submits the texts of a large embed
+request at priority 1, so a one-text query waits for the chunk in progress at most, never
+behind the rest of the large request nor inside a batch padded to its long texts.
 """
 
 from __future__ import annotations
@@ -85,18 +90,19 @@ class MicroBatcher(Generic[T, R]):
                  weight: Callable[[T], int] | None = None) -> None:
         self.fn = fn
         self.weight = weight or (lambda _: 1)
-        self._held: tuple[T, asyncio.Future[R]] | None = None  # did not fit the last batch; opens the next
         self.executor = executor
         self.config = config
         self.name = name
         self.stats = BatchStats()
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
+        # (priority, arrival number, item, future): lowest priority first, FIFO within one.
+        self._queue: asyncio.PriorityQueue[tuple[int, int, T, asyncio.Future[R]]] | None = None
+        self._seq = 0
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
         """Start the gathering loop on the running event loop (the app's lifespan calls it)."""
         if self._task is None:
-            self._queue = asyncio.Queue()
+            self._queue = asyncio.PriorityQueue()
             self._task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher-{self.name}")
 
     async def stop(self) -> None:
@@ -108,19 +114,21 @@ class MicroBatcher(Generic[T, R]):
                 pass
             self._task = None
 
-    async def submit(self, item: T) -> R:
+    async def submit(self, item: T, *, priority: int = 0) -> R:
+        """The backend's result for ``item``; lower ``priority`` numbers are served first."""
         if self._queue is None:
             raise RuntimeError(f"batcher {self.name} is not started")
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        await self._queue.put((item, fut))
+        self._seq += 1
+        await self._queue.put((priority, self._seq, item, fut))
         return await fut
 
     async def _gather(self) -> list[tuple[T, asyncio.Future[R]]]:
         assert self._queue is not None
-        first, self._held = (self._held, None) if self._held is not None else (await self._queue.get(), None)
-        batch = [first]
+        first = await self._queue.get()
+        batch = [(first[2], first[3])]
         cap = self.config.max_weight
-        total = self.weight(first[0])
+        total = self.weight(first[2])
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.window_ms / 1000.0
         while len(batch) < self.config.max_items and (cap is None or total < cap):
@@ -136,11 +144,13 @@ class MicroBatcher(Generic[T, R]):
                     nxt = await asyncio.wait_for(self._queue.get(), left)
                 except TimeoutError:
                     break
-            w = self.weight(nxt[0])
-            if cap is not None and total + w > cap:
-                self._held = nxt
+            w = self.weight(nxt[2])
+            if nxt[0] != first[0] or (cap is not None and total + w > cap):
+                # Another priority, or over the weight cap: back in the queue (its arrival
+                # number keeps its place), to open a later batch.
+                self._queue.put_nowait(nxt)
                 break
-            batch.append(nxt)
+            batch.append((nxt[2], nxt[3]))
             total += w
         return batch
 

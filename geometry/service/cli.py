@@ -5,24 +5,25 @@ from __future__ import annotations
 import argparse
 import os
 
+from geometry.cli_args import MAX_K, device, host, integer, number
 from geometry.errors import GeometryError
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("serve", help="HTTP query service over a run (see docs/service.md)")
     s.add_argument("run_dir")
-    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--host", type=host, default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
+    s.add_argument("--port", type=integer(0, 65535), default=8000)
     s.add_argument("--token-env", default="CCPIPE_API_TOKEN", help="environment variable holding the API token; when it is set, requests need 'Authorization: Bearer <token>'")
-    s.add_argument("--max-text-chars", type=int, default=None)
-    s.add_argument("--max-k", type=int, default=None)
-    s.add_argument("--max-batch", type=int, default=None)
-    s.add_argument("--batch-window-ms", type=float, default=None, help="micro-batching window of score-model calls (default 2)")
-    s.add_argument("--batch-max", type=int, default=None, help="requests per batched score-model call at most (1 = no batching; default 64)")
-    s.add_argument("--batch-max-pairs", type=int, default=None, help="pairs per batched score-model call at most (default 256)")
-    s.add_argument("--c", type=float, default=None, help="lambda = c / median |s|^2 (default 1)")
-    s.add_argument("--candidates", type=int, default=None, help="default ANN candidates re-ranked per neighbour query (default 50)")
-    s.add_argument("--device", default=None)
+    s.add_argument("--max-text-chars", type=integer(1), default=None)
+    s.add_argument("--max-k", type=integer(1, MAX_K), default=None)
+    s.add_argument("--max-batch", type=integer(1), default=None)
+    s.add_argument("--batch-window-ms", type=number(0, 10_000), default=None, help="micro-batching window of score-model calls (default 2)")
+    s.add_argument("--batch-max", type=integer(1), default=None, help="requests per batched score-model call at most (1 = no batching; default 64)")
+    s.add_argument("--batch-max-pairs", type=integer(1), default=None, help="pairs per batched score-model call at most (default 256)")
+    s.add_argument("--c", type=number(0), default=None, help="lambda = c / median |s|^2 (default 1)")
+    s.add_argument("--candidates", type=integer(1, MAX_K), default=None, help="default ANN candidates re-ranked per neighbour query (default 50)")
+    s.add_argument("--device", type=device, default=None)
 
     from geometry.service.client import add_arguments
 

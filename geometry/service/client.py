@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from geometry.cli_args import integer, number
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -105,7 +107,7 @@ class GeometryClient:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url", default=os.environ.get("CCPIPE_API_URL", DEFAULT_URL), help=f"service URL (default $CCPIPE_API_URL or {DEFAULT_URL})")
     p.add_argument("--token-env", default="CCPIPE_API_TOKEN", help="environment variable holding the API token (default CCPIPE_API_TOKEN)")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--timeout", type=number(0, above=True), default=60.0, help="seconds per request (default 60)")
     sub = p.add_subparsers(dest="client_cmd", required=True)
     sub.add_parser("health", help="server status")
     d = sub.add_parser("document", help="a document's stored fields")
@@ -119,14 +121,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     di.add_argument("--text-b", action="store_true", help="B is a raw text, not an id")
     n = sub.add_parser("neighbours", aliases=["neighbors"], help="k nearest documents by Stein distance")
     n.add_argument("query")
-    n.add_argument("-k", type=int, default=10)
+    n.add_argument("-k", type=integer(1), default=10)
     n.add_argument("--mode", choices=["geodesic", "upper", "graph"], default="upper")
-    n.add_argument("--candidates", type=int, default=None)
+    n.add_argument("--candidates", type=integer(1), default=None)
     n.add_argument("--text", action="store_true", help="QUERY is a raw text, not an id")
     pa = sub.add_parser("path", help="geodesic between two documents and the documents along it")
     pa.add_argument("a")
     pa.add_argument("b")
-    pa.add_argument("--points", type=int, default=None)
+    pa.add_argument("--points", type=integer(3), default=None)
     e = sub.add_parser("embed", help="embeddings of texts")
     e.add_argument("texts", nargs="+")
 

@@ -8,9 +8,16 @@ fails its own request only); then everything that needs a model goes through a b
   ``distance_vectors`` call per mode per batch, so the score model sees one large batch.
 
 Graph-mode queries between stored documents use the graph's exact node distances and do
-not need the score model at query time, so they bypass the batcher. Both batchers share
-one worker thread: the models are not thread-safe to drive concurrently, and on a small
-CPU two torch calls at once only fight over the cores.
+not need the score model at query time, so they bypass the batcher.
+
+Each model has its own worker thread (one caller at a time per model). Embedding texts
+costs far more than a distance (a 256-word-piece transformer pass per text against one
+small MLP pass per pair): on one shared thread, a large ``/v1/embed`` call held every
+distance and neighbour request behind it for seconds. With two threads, requests between
+stored documents never wait for the sentence-transformer, and a large embed request is
+cut into chunks of ``ServiceConfig.embed_chunk`` texts submitted one after the other, so
+the texts of other requests (text queries, small embeds) get in between its chunks instead
+of queueing behind all of it.
 """
 
 from __future__ import annotations
@@ -69,11 +76,12 @@ class QueryEngine:
     def __init__(self, index: GeometryIndex, config: ServiceConfig) -> None:
         self.gi = index
         self.config = config
-        # One thread drives every model; see the module docstring.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # One thread per model; see the module docstring.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-model")
+        self.embed_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed-model")
         self.score_batcher: MicroBatcher[PairBlock, PairResult] = MicroBatcher(self._score_batch, self.executor, config.distance_batch, name="score",
                                                                                  weight=lambda b: int(b.x.shape[0]))
-        self.embed_batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(self._embed_batch, self.executor, config.embed_batch, name="embed")
+        self.embed_batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(self._embed_batch, self.embed_executor, config.embed_batch, name="embed")
         self._shard_of: dict[str, str] | None = None
 
     # -- life cycle ----------------------------------------------------------------------
@@ -92,6 +100,7 @@ class QueryEngine:
         await self.score_batcher.stop()
         await self.embed_batcher.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.embed_executor.shutdown(wait=False, cancel_futures=True)
 
     # -- backends (run on the model thread) ----------------------------------------------
     def _embed_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -115,8 +124,16 @@ class QueryEngine:
 
     # -- vectors ---------------------------------------------------------------------------
     async def embed(self, texts: list[str]) -> np.ndarray:
-        """T x d float32 unit vectors; every text is one item of the embed batcher."""
-        vecs = await asyncio.gather(*(self.embed_batcher.submit(t) for t in texts))
+        """T x d float32 unit vectors; every text is one item of the embed batcher.
+
+        A request of more than ``embed_chunk`` texts is embedded chunk after chunk, at a
+        lower priority: the texts of smaller requests (text queries, small embeds) go
+        before its next chunk, in batches of their own, so they wait for one chunk at most."""
+        step = self.config.embed_chunk
+        prio = 0 if len(texts) <= step else 1
+        vecs: list[np.ndarray] = []
+        for lo in range(0, len(texts), step):
+            vecs.extend(await asyncio.gather(*(self.embed_batcher.submit(t, priority=prio) for t in texts[lo : lo + step])))
         return np.stack(vecs)
 
     async def resolve(self, ids: list[str | None], texts: list[str | None]) -> Tensor:

@@ -8,11 +8,32 @@ every configuration and the error message names the limit that was hit.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 Mode = Literal["geodesic", "upper", "graph"]
+
+MAX_ID_CHARS = 2048
+"""Longest document id accepted (ids are WARC record ids of ~50 characters, or URLs)."""
+
+
+def _unicode(s: object) -> object:
+    # JSON may carry a lone surrogate ("\ud800"): Python decodes it into a str that no
+    # tokenizer, parquet filter or UTF-8 response can take (a plain ``str`` field lets it
+    # through). Refused before any other check, as a 422 that says what is wrong.
+    if isinstance(s, str):
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ValueError(f"not valid Unicode: lone surrogate U+{ord(s[e.start]):04X} at character {e.start}") from None
+    return s
+
+
+Text = Annotated[str, StringConstraints(min_length=1), BeforeValidator(_unicode)]
+"""A non-empty string that encodes as UTF-8 (no lone surrogates)."""
+DocId = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_CHARS), BeforeValidator(_unicode)]
+"""A document id: a non-empty UTF-8 string of at most MAX_ID_CHARS characters."""
 
 
 class _Body(BaseModel):
@@ -22,8 +43,8 @@ class _Body(BaseModel):
 class DocRef(_Body):
     """A document of the run (``id``) or a raw text, embedded on the fly (``text``)."""
 
-    id: str | None = Field(default=None, min_length=1, description="Document id of the run")
-    text: str | None = Field(default=None, min_length=1, description="Raw text, embedded with the run's model")
+    id: DocId | None = Field(default=None, description="Document id of the run")
+    text: Text | None = Field(default=None, description="Raw text, embedded with the run's model")
 
     @model_validator(mode="after")
     def _one_of(self) -> "DocRef":
@@ -51,13 +72,32 @@ class NeighboursRequest(_Body):
 
 
 class PathRequest(_Body):
-    a: str = Field(min_length=1, description="Document id")
-    b: str = Field(min_length=1, description="Document id")
+    a: DocId = Field(description="Document id")
+    b: DocId = Field(description="Document id")
     n_points: int | None = Field(default=None, ge=3, description="Points on the geodesic, endpoints included")
 
 
 class EmbedRequest(_Body):
-    texts: list[str] = Field(min_length=1)
+    texts: list[Text] = Field(min_length=1)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer the service itself gives."""
+
+    detail: str = Field(description="What was wrong, in one line; user input is quoted by a short prefix at most")
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where in the request, e.g. ['body', 'k']")
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    """A request that does not fit the schema (422)."""
+
+    detail: str = Field(description="Every problem found, in one line")
+    errors: list[FieldError]
 
 
 class DistanceResult(BaseModel):

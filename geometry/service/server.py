@@ -2,7 +2,8 @@
 
     ccpipe-geometry serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--token-env CCPIPE_API_TOKEN]
 
-Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
+Endpoints (API docs at /docs and /redoc, offline; schema at /openapi.json; every /v1
+endpoint but /v1/health needs the token when one is set):
 
     GET  /v1/health                 liveness, run size, lambda, limits (no token needed)
     GET  /v1/documents/{id}         a document's parquet row (?text=true adds raw_content)
@@ -21,17 +22,20 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 
 from geometry.api import MODES, GeometryIndex, QueryConfig
 from geometry.embed import MODEL_NAME
-from geometry.errors import GeometryError, StoreError, UnknownDocumentError
+from geometry.errors import GeometryError, StoreError, UnknownDocumentError, clip
 from geometry.service import schemas as S
 from geometry.service.config import ServiceConfig
 from geometry.service.engine import QueryEngine, finite_or_none, label
@@ -41,23 +45,67 @@ log = logging.getLogger(__name__)
 API_VERSION = "1"
 
 
+class _BodyTooLarge(Exception):
+    """Raised inside ``receive`` once a streamed body passes the limit."""
+
+
 class BodyLimit:
-    """Refuses a body whose Content-Length is over ``max_bytes`` before reading it (the
-    per-field limits come after parsing). Plain ASGI, without the extra task and
-    stream per request that Starlette's ``@app.middleware`` adds."""
+    """Refuses a request body over ``max_bytes`` with 413, whichever way it is sent.
+
+    A ``Content-Length`` over the limit is refused before anything is read (uvicorn then
+    discards the declared bytes as they arrive, so a client that sends its whole body
+    before reading still gets the 413). A body without one (``Transfer-Encoding:
+    chunked``, of no announced end) is counted as it streams in and refused as soon as the
+    count passes the limit: the app's own answer to the cut-off body is dropped, and the
+    413 goes out with ``Connection: close``, so the rest of the upload is never read.
+    Either way the server never holds more than ``max_bytes`` of one body. Plain ASGI,
+    without the extra task and stream per request that Starlette's ``@app.middleware`` adds.
+    """
 
     def __init__(self, app, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
+    async def _refuse(self, scope, receive, send, *, close: bool) -> None:
+        resp = JSONResponse({"detail": f"request body over {self.max_bytes} bytes (max_body_bytes)"}, status_code=413,
+                            headers={"connection": "close"} if close else None)
+        await resp(scope, receive, send)
+
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] == "http":
-            size = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-            if size is not None and (not size.isdigit() or int(size) > self.max_bytes):
-                resp = JSONResponse({"detail": f"request body over {self.max_bytes} bytes (max_body_bytes)"}, status_code=413)
-                await resp(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        size = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if size is not None and (not size.isdigit() or int(size) > self.max_bytes):
+            await self._refuse(scope, receive, send, close=False)
+            return
+        seen = 0
+        over = answered = False
+
+        async def counted_receive():
+            nonlocal seen, over
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    over = True
+                    raise _BodyTooLarge
+            return msg
+
+        async def guarded_send(msg) -> None:
+            nonlocal answered
+            if over:
+                return  # the app's answer to a truncated body; the 413 replaces it
+            answered = True
+            await send(msg)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not over:
+                raise
+        if over and not answered:
+            await self._refuse(scope, receive, send, close=True)
 
 
 def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = True) -> FastAPI:
@@ -73,11 +121,16 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
         yield
         await engine.stop()
 
-    app = FastAPI(
+    # FastAPIOffline: /docs (Swagger UI) and /redoc load their scripts and styles from the
+    # fastapi-offline package's own copies, not from a CDN, so they work with no internet.
+    app = FastAPIOffline(
         title="ccpipe geometry service",
         version=API_VERSION,
-        description="Stein-metric distances, neighbours and paths between the documents of one ccpipe run.",
+        description="Stein-metric distances, neighbours and paths between the documents of one ccpipe run. "
+        "Every endpoint under /v1 except /v1/health needs 'Authorization: Bearer <token>' when the server has a token.",
         lifespan=lifespan,
+        responses={413: {"model": S.ErrorBody, "description": "Body or text over a size limit"},
+                   422: {"model": S.ValidationErrorBody, "description": "Request does not fit the schema or a limit"}},
     )
     app.state.engine = engine
     bearer = HTTPBearer(auto_error=False, description="Required when the server was started with a token")
@@ -92,10 +145,17 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
             raise HTTPException(401, "missing or wrong API token: send 'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
 
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    # Every route but /v1/health, /docs, /redoc and /openapi.json (docs/service.md, "Token").
+    authed = {"dependencies": [Depends(auth)], "responses": {401: {"model": S.ErrorBody, "description": "Missing or wrong API token"}}}
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_body(e.errors()), status_code=422)
 
     @app.exception_handler(UnknownDocumentError)
     async def _unknown(_: Request, e: UnknownDocumentError) -> JSONResponse:
-        return JSONResponse({"detail": str(e)}, status_code=404)
+        what = f"document {clip(e.doc_id)}" if e.doc_id is not None else "a document"
+        return JSONResponse({"detail": f"{what} is not in this run's embedding store"}, status_code=404)
 
     @app.exception_handler(StoreError)
     async def _store(_: Request, e: StoreError) -> JSONResponse:
@@ -132,11 +192,11 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
                       "embed_window_ms": config.embed_batch.window_ms, "embed_max_items": config.embed_batch.max_items},
         )
 
-    @app.get("/v1/stats", dependencies=[Depends(auth)], tags=["meta"])
+    @app.get("/v1/stats", **authed, tags=["meta"])
     async def stats() -> dict:
         return {"score": engine.score_batcher.stats.to_dict(), "embed": engine.embed_batcher.stats.to_dict()}
 
-    @app.get("/v1/documents/{doc_id:path}", response_model=S.Document, dependencies=[Depends(auth)], tags=["documents"])
+    @app.get("/v1/documents/{doc_id:path}", response_model=S.Document, **authed, tags=["documents"])
     async def document(doc_id: str, text: bool = Query(False, description="include raw_content")) -> S.Document:
         partition, row = engine.document(doc_id, with_text=text)
         return S.Document(id=doc_id, partition=partition, fields=row)
@@ -152,22 +212,22 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
         ]
         return S.DistancesResponse(mode=mode, lam=index.lam, c=index.config.c, converged=all(r.converged for r in results), results=results)  # type: ignore[arg-type]
 
-    @app.post("/v1/distance", response_model=S.DistanceResult, dependencies=[Depends(auth)], tags=["queries"])
+    @app.post("/v1/distance", response_model=S.DistanceResult, **authed, tags=["queries"])
     async def distance(req: S.DistanceRequest) -> S.DistanceResult:
         return (await measure([(req.a, req.b)], req.mode)).results[0]
 
-    @app.post("/v1/distances", response_model=S.DistancesResponse, dependencies=[Depends(auth)], tags=["queries"])
+    @app.post("/v1/distances", response_model=S.DistancesResponse, **authed, tags=["queries"])
     async def distances(req: S.DistancesRequest) -> S.DistancesResponse:
         check_batch(len(req.pairs), "pairs")
         return await measure(req.pairs, req.mode)
 
-    @app.post("/v1/neighbours", response_model=S.NeighboursResponse, dependencies=[Depends(auth)], tags=["queries"])
+    @app.post("/v1/neighbours", response_model=S.NeighboursResponse, **authed, tags=["queries"])
     async def neighbours(req: S.NeighboursRequest) -> S.NeighboursResponse:
         if req.k > config.max_k:
-            raise HTTPException(422, f"k = {req.k} is over the limit of {config.max_k} (max_k)")
+            raise HTTPException(422, f"k = {clip(req.k)} is over the limit of {config.max_k} (max_k)")
         cand = req.candidates if req.candidates is not None else index.config.candidates
         if cand > config.max_candidates:
-            raise HTTPException(422, f"candidates = {cand} is over the limit of {config.max_candidates} (max_candidates)")
+            raise HTTPException(422, f"candidates = {clip(cand)} is over the limit of {config.max_candidates} (max_candidates)")
         check_text(req.query.text, "query")
         rows = await engine.neighbours(req.query.id, req.query.text, req.k, req.mode, max(cand, req.k))
         nbs = [S.Neighbour(id=r["id"], distance=finite_or_none(r["distance"]), converged=r["converged"] and math.isfinite(r["distance"]),
@@ -175,10 +235,10 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
         return S.NeighboursResponse(query=label(req.query.id, req.query.text), mode=req.mode, k=req.k, candidates=max(cand, req.k),
                                     lam=index.lam, converged=all(n.converged for n in nbs), neighbours=nbs)
 
-    @app.post("/v1/path", response_model=S.PathResponse, dependencies=[Depends(auth)], tags=["queries"])
+    @app.post("/v1/path", response_model=S.PathResponse, **authed, tags=["queries"])
     async def path(req: S.PathRequest) -> S.PathResponse:
         if req.n_points is not None and req.n_points > config.max_path_points:
-            raise HTTPException(422, f"n_points = {req.n_points} is over the limit of {config.max_path_points} (max_path_points)")
+            raise HTTPException(422, f"n_points = {clip(req.n_points)} is over the limit of {config.max_path_points} (max_path_points)")
         p = await engine.path(req.a, req.b, req.n_points)
         docs: list[S.PathDocument] = []
         for i, (doc_id, cos) in enumerate(p.nearest):
@@ -193,7 +253,7 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
         return S.PathResponse(a=req.a, b=req.b, distance=finite_or_none(p.distance), converged=p.converged and math.isfinite(p.distance),
                               energy=finite_or_none(p.energy), lam=index.lam, n_points=len(p.nearest), documents=docs)
 
-    @app.post("/v1/embed", response_model=S.EmbedResponse, dependencies=[Depends(auth)], tags=["queries"])
+    @app.post("/v1/embed", response_model=S.EmbedResponse, **authed, tags=["queries"])
     async def embed(req: S.EmbedRequest) -> S.EmbedResponse:
         check_batch(len(req.texts), "texts")
         for i, t in enumerate(req.texts):
@@ -204,6 +264,34 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
 
     return app
 
+def validation_body(errors: Sequence[dict]) -> dict:
+    """The 422 body: one readable line and the list of problems, built only from strings
+    that encode (pydantic's own error list can hold NaN, which JSON cannot carry, or a lone
+    surrogate, which UTF-8 cannot), quoting at most a short prefix of any input."""
+    items, parts = [], []
+    for err in errors[:20]:
+        loc = [x if isinstance(x, int) else _printable(str(x), 40) for x in err.get("loc", ())]
+        msg = _printable(str(err.get("msg", "invalid")).removeprefix("Value error, "))
+        if err.get("type") == "json_invalid":  # loc is ("body", character offset)
+            reason = (err.get("ctx") or {}).get("error", "")
+            items.append({"loc": loc, "msg": msg, "type": "json_invalid"})
+            parts.append(f"body is not valid JSON: {_printable(str(reason))} at character {loc[-1]}")
+            continue
+        items.append({"loc": loc, "msg": msg, "type": str(err.get("type", ""))})
+        path = [str(x) for x in (loc[1:] if len(loc) > 1 and loc[0] == "body" else loc)]  # ["body", "query", "k"] -> query.k
+        where = ".".join(path)
+        got = err.get("input")
+        shown = f" (got {clip(got, 40)})" if isinstance(got, (str, int, float)) and not isinstance(got, bool) else ""
+        parts.append(f"{where or 'request'}: {msg}{shown}")
+    if len(errors) > 20:
+        parts.append(f"... and {len(errors) - 20} more")
+    return {"detail": "; ".join(parts), "errors": items}
+
+
+def _printable(s: str, limit: int = 200) -> str:
+    """An error string that encodes as UTF-8 and stays short."""
+    s = s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s if len(s) <= limit else s[:limit] + "..."
 
 
 def _json_num(v: object) -> bool:

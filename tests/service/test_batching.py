@@ -82,13 +82,16 @@ def test_wrong_result_count_is_an_error_not_a_silent_mismatch() -> None:
     assert all(isinstance(r, RuntimeError) for r in res)
 
 
-def test_items_queued_while_the_backend_runs_form_the_next_batch() -> None:
-    """Window 0: batching comes only from load, i.e. from requests queued behind a busy backend."""
-    gate = threading.Event()
-    calls: list[list[int]] = []
+def behind_a_busy_backend(first: tuple[object, int], queued: list[tuple[object, int]]) -> tuple[list, list[list]]:
+    """Window 0. ``first`` (item, priority) enters the backend and holds it; meanwhile the
+    ``queued`` items are submitted; then the backend is released. Returns every result (in
+    submission order) and the batches the backend saw."""
+    entered, gate = threading.Event(), threading.Event()
+    calls: list[list] = []
 
     def backend(xs):
         calls.append(list(xs))
+        entered.set()
         gate.wait(5)
         return list(xs)
 
@@ -96,17 +99,31 @@ def test_items_queued_while_the_backend_runs_form_the_next_batch() -> None:
         with ThreadPoolExecutor(1) as ex:
             b = MicroBatcher(backend, ex, BatchConfig(window_ms=0, max_items=64), name="t")
             b.start()
-            first = asyncio.ensure_future(b.submit(0))
-            await asyncio.sleep(0.05)  # item 0 is now inside the backend
-            rest = [asyncio.ensure_future(b.submit(i)) for i in range(1, 8)]
-            await asyncio.sleep(0.05)
+            head = asyncio.ensure_future(b.submit(first[0], priority=first[1]))
+            assert await asyncio.to_thread(entered.wait, 5)  # the first item is inside the backend
+            rest = [asyncio.ensure_future(b.submit(x, priority=p)) for x, p in queued]
+            await asyncio.sleep(0.05)  # let them reach the queue
             gate.set()
-            out = await asyncio.gather(first, *rest)
+            out = await asyncio.gather(head, *rest)
             await b.stop()
             return out
 
-    assert asyncio.run(main()) == list(range(8))
+    return asyncio.run(main()), calls
+
+
+def test_items_queued_while_the_backend_runs_form_the_next_batch() -> None:
+    """Window 0: batching comes only from load, i.e. from requests queued behind a busy backend."""
+    out, calls = behind_a_busy_backend((0, 0), [(i, 0) for i in range(1, 8)])
+    assert out == list(range(8))
     assert calls == [[0], list(range(1, 8))]
+
+
+def test_lower_priority_numbers_go_first_in_batches_of_their_own() -> None:
+    """What a large embed request does (priority 1) against a text query (priority 0): the
+    query queued behind it goes next, alone, not batched with the large request's items."""
+    out, calls = behind_a_busy_backend(("big0", 1), [("big1", 1), ("big2", 1), ("query", 0)])
+    assert out == ["big0", "big1", "big2", "query"]
+    assert calls == [["big0"], ["query"], ["big1", "big2"]]
 
 
 def test_config_is_validated() -> None:

@@ -105,8 +105,14 @@ def test_schemathesis_fuzz_finds_no_server_error(server, tmp_path: Path) -> None
         "-H", f"Authorization: Bearer {server.token}",
         "--request-timeout", "60",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    # Hostile values (NaN, Infinity, 1e400, lone surrogates) in a third of the bodies each.
+    sent = tmp_path / "hostile.log"
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "st_hostile_hooks", "ST_HOSTILE_LOG": str(sent),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    kinds = [line.split(" ", 1)[0] for line in sent.read_text().splitlines()]
+    assert kinds.count("numbers") >= 20 and kinds.count("strings") >= 20, (kinds.count("numbers"), kinds.count("strings"))
     # The run did exercise the API: every operation was tested, with hundreds of cases.
     assert re.search(r"Tested: (\d+)", proc.stdout).group(1) == str(sum(len(ops) for ops in server.app.openapi()["paths"].values()))  # type: ignore[attr-defined]
     generated = int(re.search(r"(\d+) generated", proc.stdout).group(1))
@@ -150,3 +156,55 @@ def test_load_50_concurrent_clients(server, doc_ids, record_property) -> None:
         record_property(f"{kind}_p99_ms", round(p99, 1))
         log.warning("load test (50 clients, shared CPU): %s p50 %.1f ms, p99 %.1f ms", kind, p50, p99)
     log.warning("load test: %d requests in %.2f s = %.1f req/s", total, wall, total / wall)
+
+
+def test_neighbours_keep_their_latency_during_a_large_embed(server, doc_ids, record_property) -> None:
+    """One /v1/embed call at the server's limits (16 texts x 5000 characters) and a client
+    asking neighbours of stored documents one after another meanwhile.
+
+    The embedding model has its own thread, so neighbour requests do not queue behind it:
+    in the middle 60% of the embed's wall time, many neighbour requests start and finish
+    (with one thread for both models, at most one got in there, stuck until a model call
+    ended). A text query sent meanwhile waits for the chunk in progress only and is answered
+    before the large request. Counts and orderings within one run, not absolute times."""
+    from ccpipe.io.dataset import read_rows
+
+    t = read_rows(server.run, ["raw_content", "language"]).to_pydict()
+    docs = [" ".join(c.split()) for c, lang in zip(t["raw_content"], t["language"]) if c and lang == "en"]
+    big = [((d + " ") * (5000 // (len(d) + 1) + 1))[:5000] for d in (docs * 16)[:16]]
+    spans: list[tuple[float, float]] = []  # (start, end) of each neighbour request, from t0
+    done: dict[str, float] = {}
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=server.url, headers=server.auth, timeout=300) as c:
+            t0 = time.perf_counter()
+
+            async def timed(name: str, path: str, body: dict) -> httpx.Response:
+                r = await c.post(path, json=body)
+                done[name] = time.perf_counter() - t0
+                return r
+
+            embed = asyncio.ensure_future(timed("embed", "/v1/embed", {"texts": big}))
+            text_q = None
+            i = 0
+            while not embed.done():
+                s = time.perf_counter() - t0
+                r = await c.post("/v1/neighbours", json={"query": {"id": doc_ids[i % len(doc_ids)]}, "k": 10, "candidates": 100})
+                assert r.status_code == 200, r.text
+                spans.append((s, time.perf_counter() - t0))
+                i += 1
+                if text_q is None:
+                    text_q = asyncio.ensure_future(timed("text", "/v1/neighbours", {"query": {"text": "a short query about health"}, "k": 5}))
+            r = await embed
+            assert r.status_code == 200 and len(r.json()["vectors"]) == 16, r.text[:300]
+            assert text_q is not None and (await text_q).status_code == 200
+
+    asyncio.run(main())
+    t_embed = done["embed"]
+    inside = [e - s for s, e in spans if s >= 0.2 * t_embed and e <= 0.8 * t_embed]
+    record_property("embed_s", round(t_embed, 2))
+    record_property("neighbours_inside", len(inside))
+    log.warning("large embed %.2f s; %d neighbour requests in its middle 60%% (median %.0f ms); text query answered at %.2f s",
+                t_embed, len(inside), statistics.median(inside) * 1000 if inside else float("nan"), done["text"])
+    assert len(inside) >= 4, f"only {len(inside)} neighbour requests ran inside the embed's middle 60% ({t_embed:.2f} s)"
+    assert done["text"] < t_embed
