@@ -5,11 +5,14 @@
     ccpipe-geometry distance RUN_DIR ID_A ID_B [--mode geodesic|upper|graph]
     ccpipe-geometry neighbours RUN_DIR ID [-k 10] [--mode upper|geodesic|graph]
     ccpipe-geometry path RUN_DIR ID_A ID_B [--points 16]
+    ccpipe-geometry validate RUN_DIR [--other MODEL.pt] [--json]
+    ccpipe-geometry validate --synthetic vmf [--dim 384] [--json]
     ccpipe-geometry serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--token-env CCPIPE_API_TOKEN]
     ccpipe-geometry client [--url URL] health|document|distance|neighbours|path|embed ...
 
 Answers are JSON on stdout; logs go to stderr. Exit status 0 on success, 2 on a usage or
-data error, 3 when a distance did not converge (the JSON still says so).
+data error, 3 when a distance did not converge (the JSON still says so) or a validation
+missed its target.
 """
 
 from __future__ import annotations
@@ -80,10 +83,54 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("id_b")
     query(pa)
 
+    v = sub.add_parser("validate", help="is the score right where the metric reads it; what the metric adds (docs/geometry.md)")
+    v.add_argument("run_dir", nargs="?", help="a trained run (omit with --synthetic)")
+    v.add_argument("--synthetic", choices=["vmf"], default=None, help="train on a vMF mixture with an exact score and measure against it")
+    v.add_argument("--dim", type=_positive_int, default=384, help="--synthetic: dimension (default 384, the embedding's)")
+    v.add_argument("--n", type=_positive_int, default=20_000, help="--synthetic: training samples (default 20000)")
+    v.add_argument("--epochs", type=_positive_int, default=8, help="--synthetic: epochs (default 8)")
+    v.add_argument("--clusters", type=_positive_int, default=32, help="--synthetic: vMF components (default 32)")
+    v.add_argument("--kappa", type=float, default=300.0, help="--synthetic: vMF concentration (default 300)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--other", default=None, help="a second model.pt (another seed) for seed stability")
+    v.add_argument("--c", type=float, default=1.0, help="lambda = c / median |s|^2 for the stretch figures (default 1)")
+    v.add_argument("--pairs", type=_positive_int, default=1000, help="pairs sampled for the stretch figures (default 1000)")
+    v.add_argument("--json", action="store_true", help="print one JSON object (default: a readable summary)")
+
     from geometry.service.cli import add_commands  # serve, client (docs/service.md)
 
     add_commands(sub)
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from geometry import validate as val
+
+    if args.synthetic:
+        if args.run_dir:
+            raise GeometryError("give either RUN_DIR or --synthetic, not both")
+        rep = val.validate_synthetic(dim=args.dim, clusters=args.clusters, kappa=args.kappa, n=args.n, epochs=args.epochs, seed=args.seed)
+        ok = rep["tangential_rel_err_clean"] <= rep["targets"]["tangential_rel_err_clean"] and rep["tangential_rel_err_arcs"] <= rep["targets"]["tangential_rel_err_arcs"]
+    else:
+        if not args.run_dir:
+            raise GeometryError("validate needs RUN_DIR (a trained run) or --synthetic vmf")
+        rep = val.validate_run(args.run_dir, other=args.other, c=args.c, n_pairs=args.pairs, seed=args.seed)
+        ok = rep["heldout_loss_at_or_below_gaussian_every_rung"]
+    if args.json:
+        _emit(rep)
+    else:
+        sys.stdout.write(val.summary(rep) + "\n")
+    return 0 if ok else EXIT_NOT_CONVERGED
 
 
 def _set(obj, **kw):
@@ -113,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         from geometry.service.cli import run as service_run
 
         return service_run(args)
+    if args.cmd == "validate":
+        return _validate(args)
     if args.cmd == "embed":
         from geometry.embed import EmbedConfig, embed_run
         from geometry.index import build_index
