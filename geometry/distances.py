@@ -68,7 +68,8 @@ class GeodesicConfig:
     grad_tol: float | None = None
     """Converged when every |dE/dc| <= grad_tol, with E normalised by the squared chord and c
     the dimensionless Sobolev coordinates; the length error is second order in it. None:
-    1e-5 for float64 inputs, 1e-4 for float32. A gradient below ~sqrt(eps E) cannot be
+    1e-5 when curve and score are float64, 1e-4 when either is float32 (a float32 score
+    network makes the energy float32-accurate whatever the curve's dtype). A gradient below ~sqrt(eps E) cannot be
     verified by a line search (energy changes sink below rounding), so the test applied is
     |dE/dc| <= max(grad_tol, 4 sqrt(eps E)): at that floor the length error is a few eps."""
     n_starts: int = 1
@@ -252,7 +253,7 @@ def _solve(metric: SteinMetric, base: Tensor, c0: Tensor, cfg: GeodesicConfig, t
     # Normalise every pair's energy to O(1) by its squared chord: costs no score evaluation,
     # and makes grad_tol a relative tolerance (the lam term only adds to the energy).
     e_ref = (chord * chord).clamp_min(1e-30)  # R
-    eps = torch.finfo(base.dtype).eps
+    eps = working_eps(metric, base.dtype)
     c_all = c0.clone()  # R x n x d
     grad_max = torch.full((r,), math.inf, dtype=base.dtype, device=base.device)  # R
     length_all = torch.full((r,), math.nan, dtype=base.dtype, device=base.device)  # R
@@ -310,6 +311,13 @@ def _solve(metric: SteinMetric, base: Tensor, c0: Tensor, cfg: GeodesicConfig, t
     return _Solved(curve=curve, length=length_all, energy=energy_all, grad=torch.where(ok_all, grad_max, torch.full_like(grad_max, math.inf)), iters=iters)
 
 
+def working_eps(metric: SteinMetric, dtype: torch.dtype) -> float:
+    """Machine epsilon of the energy's arithmetic: the coarser of the curve's dtype and the
+    score's (a float32 network read by float64 curves gives float32-accurate energies)."""
+    sdt = getattr(metric.score, "dtype", dtype)
+    return max(torch.finfo(dtype).eps, torch.finfo(sdt).eps if isinstance(sdt, torch.dtype) and sdt.is_floating_point else 0.0)
+
+
 def _offsets(rows: int, n_in: int, d: int, size: float, seed: int, like: Tensor) -> Tensor:
     """Seeded random Sobolev coefficients of relative size ``size``: rows x n x d."""
     gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -342,7 +350,7 @@ def geodesic(
     upper bound on the geodesic up to the fine quadrature), ``energy`` the solver's.
     """
     cfg = config or GeodesicConfig()
-    tol = cfg.grad_tol if cfg.grad_tol is not None else (1e-5 if x.dtype == torch.float64 else 1e-4)
+    tol = cfg.grad_tol if cfg.grad_tol is not None else (1e-5 if working_eps(metric, x.dtype) < 1e-10 else 1e-4)
     if x.shape != y.shape or x.ndim != 2:
         raise ValueError(f"x and y must both be B x d, got {tuple(x.shape)} and {tuple(y.shape)}")
     b, d = x.shape
