@@ -25,7 +25,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import inspect
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -164,16 +163,22 @@ def add_junk(c: Corpus, n_per_kind: int, *, seed: int = 0) -> None:
         c.add(text, "junk", "xx", "", junk=1, kind=kind)
 
 
-def embed(c: Corpus, *, model_path: str | None = None, batch_size: int = 64) -> np.ndarray:
-    """len(c) x 384 unit vectors, cached by the texts' hash and the model."""
+def embed(c: Corpus, *, model: str = "minilm", max_tokens: int | None = None, batch_size: int = 64) -> np.ndarray:
+    """len(c) x 384 unit vectors. Cached per text (sha1) and embedder settings in
+    bench-out/, so corpora that share texts embed them once."""
     from geometry.embed import EmbedConfig, Embedder
 
-    key = hashlib.sha1(("\x00".join(c.texts) + f"|{model_path}").encode()).hexdigest()[:16]
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"emb-{key}.npy"
-    if path.exists():
-        return np.load(path)
-    vec = Embedder(EmbedConfig(progress=False, batch_size=batch_size, model_path=model_path)).embed(c.texts)
-    np.save(path, vec)
-    (CACHE / f"emb-{key}.json").write_text(json.dumps({"n": len(c), "model_path": model_path}))
-    return vec
+    path = CACHE / f"emb-cache-{model}-{max_tokens}.npz"
+    cache: dict[str, np.ndarray] = dict(np.load(path)) if path.exists() else {}
+    keys = [hashlib.sha1(t.encode()).hexdigest() for t in c.texts]
+    todo = sorted({k: t for k, t in zip(keys, c.texts) if k not in cache}.items())
+    if todo:
+        emb = Embedder(EmbedConfig(progress=False, batch_size=batch_size, model=model, max_tokens=max_tokens))
+        for lo in range(0, len(todo), 512):
+            chunk = todo[lo : lo + 512]
+            for (k, _), v in zip(chunk, emb.embed([t for _, t in chunk])):
+                cache[k] = v
+            np.savez(path.with_suffix(".tmp.npz"), **cache)
+            Path(path.with_suffix(".tmp.npz")).replace(path)
+    return np.stack([cache[k] for k in keys]).astype(np.float32)

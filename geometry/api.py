@@ -279,3 +279,68 @@ class GeometryIndex:
         os.replace(tmp, mat_path)
         write_json_atomic(meta_path, key)
         return self._graph
+
+
+# -- run-level figures for reports (the audit reads a run's geometry through these) ----------
+def has_embeddings(run_dir: str | os.PathLike[str]) -> bool:
+    """The run has been embedded (``ccpipe-geometry embed``)."""
+    return (geometry_dir(run_dir) / "embeddings" / "meta.json").is_file()
+
+
+def has_score_model(run_dir: str | os.PathLike[str]) -> bool:
+    """The run has a trained score model (``ccpipe-geometry train``)."""
+    return (geometry_dir(run_dir) / "score" / "model.pt").is_file()
+
+
+def score_model_report(run_dir: str | os.PathLike[str]) -> dict:
+    """The trained model's held-out validation: per rung the denoising loss of the model and
+    of the affine-Gaussian baseline, the gammas, the metric's sigma and whether held-out data
+    confirmed it (see :func:`geometry.train.calibrate`), plus training figures."""
+    from geometry.validate import _loss_table
+
+    _, meta = load_score_model(geometry_dir(run_dir) / "score" / "model.pt", device="cpu")
+    last = (meta.get("history") or [{}])[-1]
+    v = meta.get("validation") or {}
+    return {
+        "metric_sigma": meta["metric_sigma"],
+        "metric_sigma_confirmed": bool(v.get("metric_sigma_confirmed")),
+        "rule": v.get("rule", ""),
+        "heldout_loss": _loss_table(v) or [],
+        "n_train": meta.get("n_train"),
+        "n_val": meta.get("n_val"),
+        "steps": meta.get("step"),
+        "samples_per_s": last.get("samples_per_s"),
+    }
+
+
+def near_duplicate_clusters(run_dir: str | os.PathLike[str], *, cosine: float = 0.95, neighbours: int = 10) -> tuple[list[list[str]], int]:
+    """Connected components (size >= 2, largest first) of the graph joining two embedded
+    documents when one is among the other's ``neighbours`` nearest (ANN index) and their
+    cosine is at least ``cosine``; also the number of neighbour pairs examined."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    store = EmbeddingStore.open(run_dir)
+    vecs, ids, n = store.vectors(), store.ids(), store.count
+    if n < 2:
+        return [], 0
+    k = min(neighbours + 1, n)
+    try:
+        cos, nb = AnnIndex.open(run_dir).search(np.ascontiguousarray(vecs), k)
+    except Exception as e:  # noqa: BLE001 - no index: exact search is fine for small runs
+        if n > 50_000:
+            log.warning("no ANN index (%s) and %d documents: embedding-space clusters skipped", e, n)
+            return [], 0
+        import faiss
+
+        flat = faiss.IndexFlatIP(vecs.shape[1])
+        flat.add(np.ascontiguousarray(vecs, dtype=np.float32))
+        cos, nb = flat.search(np.ascontiguousarray(vecs, dtype=np.float32), k)
+    src = np.repeat(np.arange(n), nb.shape[1])
+    dst, c = nb.ravel(), cos.ravel()
+    keep = (dst >= 0) & (dst != src) & (c >= cosine)
+    g = coo_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(n, n))
+    n_comp, label = connected_components(g, directed=False)
+    sizes = np.bincount(label, minlength=n_comp)
+    big = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] >= 2]
+    return [[str(ids[i]) for i in np.flatnonzero(label == c)] for c in big], int(keep.size)

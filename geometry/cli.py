@@ -1,10 +1,11 @@
 """``ccpipe-geometry``: embed a run, train its score model, query Stein distances.
 
-    ccpipe-geometry embed RUN_DIR
-    ccpipe-geometry train RUN_DIR [--epochs 20] [--resume]
+    ccpipe-geometry embed RUN_DIR [--max-tokens 256]
+    ccpipe-geometry train RUN_DIR [--epochs 20] [--resume] [--skip-if-trained]
     ccpipe-geometry distance RUN_DIR ID_A ID_B [--mode geodesic|upper|graph]
     ccpipe-geometry neighbours RUN_DIR ID [-k 10] [--mode upper|geodesic|graph]
     ccpipe-geometry path RUN_DIR ID_A ID_B [--points 16]
+    ccpipe-geometry ids RUN_DIR [-n 10]
     ccpipe-geometry validate RUN_DIR [--other MODEL.pt] [--json]
     ccpipe-geometry validate --synthetic vmf [--dim 384] [--json]
     ccpipe-geometry serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--token-env CCPIPE_API_TOKEN]
@@ -21,6 +22,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 from dataclasses import asdict
 
 from ccpipe.malloc import tune_malloc
@@ -56,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--device", default=None)
     t.add_argument("--resume", action="store_true", help="continue from _geometry/score/last.pt")
+    t.add_argument("--skip-if-trained", action="store_true", help="do nothing when model.pt was trained on every stored embedding (make demo)")
 
     def query(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--c", type=float, default=None, help="lambda = c / median |s|^2 (default 1)")
@@ -83,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     pa.add_argument("id_a")
     pa.add_argument("id_b")
     query(pa)
+
+    ids = sub.add_parser("ids", help="print stored document ids, one per line (to pick documents to query)")
+    ids.add_argument("run_dir")
+    ids.add_argument("-n", type=_positive_int, default=10, help="how many (default 10), in store order")
+    ids.add_argument("--language", default=None, help="only documents of this language's shards (e.g. en)")
 
     v = sub.add_parser("validate", help="is the score right where the metric reads it; what the metric adds (docs/geometry.md)")
     v.add_argument("run_dir", nargs="?", help="a trained run (omit with --synthetic)")
@@ -163,6 +171,18 @@ def run(args: argparse.Namespace) -> int:
         return service_run(args)
     if args.cmd == "validate":
         return _validate(args)
+    if args.cmd == "ids":
+        from geometry.store import EmbeddingStore
+
+        store = EmbeddingStore.open(args.run_dir)
+        if args.language is None:
+            chosen = list(store.ids()[: args.n])
+        else:
+            from ccpipe.io.dataset import partition_values
+
+            chosen = [i for i, sh in zip(store.ids(), store.shards()) if partition_values(Path(sh)).get("language") == args.language][: args.n]
+        sys.stdout.write("".join(f"{i}\n" for i in chosen))
+        return 0
     if args.cmd == "embed":
         from geometry.embed import EmbedConfig, embed_run
         from geometry.index import build_index
@@ -180,12 +200,23 @@ def run(args: argparse.Namespace) -> int:
         from geometry.train import TrainConfig, default_model_config, train_score_model
 
         store = EmbeddingStore.open(args.run_dir)
+        if args.skip_if_trained:
+            from geometry.api import has_score_model, score_model_report
+
+            if has_score_model(args.run_dir):
+                rep = score_model_report(args.run_dir)
+                if (rep["n_train"] or 0) + (rep["n_val"] or 0) == store.count:
+                    _emit({"checkpoint": str(geometry_dir(args.run_dir) / "score" / "model.pt"), "skipped": "already trained on all stored embeddings",
+                           "metric_sigma": rep["metric_sigma"], "metric_sigma_confirmed": rep["metric_sigma_confirmed"]})
+                    return 0
         data = store.tensor()  # N x d view of the memory map; batches are gathered from it
         tcfg = _set(TrainConfig(), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device)
         overrides = {k: v for k, v in {"hidden": args.hidden, "blocks": args.blocks, "sigma_min": args.sigma_min}.items() if v is not None}
         tcfg = _set(tcfg, model=default_model_config(data, seed=tcfg.seed, **overrides))
         res = train_score_model(data, tcfg, out_dir=geometry_dir(args.run_dir) / "score", resume=args.resume)
-        _emit({"checkpoint": str(res.checkpoint), "val_loss": res.val_loss, "epochs": res.history[-1:] and res.history[-1]})
+        v = res.validation or {}
+        _emit({"checkpoint": str(res.checkpoint), "val_loss": res.val_loss, "metric_sigma": v.get("metric_sigma"),
+               "metric_sigma_confirmed": v.get("metric_sigma_confirmed"), "epochs": res.history[-1:] and res.history[-1]})
         return 0
     gi = _open_index(args)
     if args.cmd == "distance":
