@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ccpipe.malloc import tune_malloc
 from geometry.distances import DistanceResult, GeodesicConfig, geodesic, upper_bound
-from geometry.embed import EmbedConfig, Embedder
+from geometry.embed import EmbedConfig, Embedder, config_for_store
 from geometry.graph import KnnGraph
 from geometry.index import AnnIndex
 from geometry.metric import SteinMetric, scale_free_lambda
@@ -125,7 +125,7 @@ class GeometryIndex:
         self.metric = metric
         self.config = config
         self.score_meta = score_meta or {}
-        self._embedder = Embedder(embed_config or EmbedConfig(progress=False))
+        self._embedder = Embedder(embed_config or config_for_store(store.meta))
         self._vectors = store.tensor()  # N x d, zero-copy view of the memory map
         self._graph: KnnGraph | None = None
 

@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--policy", choices=["truncate", "chunk_mean"], default=None, help="long-document policy")
     e.add_argument("--device", default=None)
     e.add_argument("--max-tokens", type=_positive_int, default=None, help="window in word pieces (default: the model's, 256)")
+    e.add_argument("--model", choices=["auto", "minilm", "e5"], default=None, help="embedder (default auto: the store's, else minilm; e5 = multilingual, ~10x slower)")
     e.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("train", help="train the score model on the run's embeddings")
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
         from geometry.embed import EmbedConfig, embed_run
         from geometry.index import build_index
 
-        cfg = _set(EmbedConfig(), batch_size=args.batch_size, long_policy=args.policy, device=args.device, max_tokens=args.max_tokens)
+        cfg = _set(EmbedConfig(), batch_size=args.batch_size, long_policy=args.policy, device=args.device, max_tokens=args.max_tokens, model=args.model)
         if args.no_progress:
             cfg = _set(cfg, progress=False)
         counts = embed_run(args.run_dir, cfg)
