@@ -85,7 +85,7 @@ def stripped_run(src: Path, dst: Path) -> Path:
 
 def test_missing_steps_are_said_not_computed(real_run: Path, tmp_path: Path) -> None:
     t = text_of(build_report(stripped_run(real_run, tmp_path / "bare")))
-    for what in ("perplexity", "is-reference score", "MinHash clusters", "embedding-space density"):
+    for what in ("perplexity", "is-reference score", "MinHash clusters", "atypical documents", "score model"):
         assert f"{what}: {NOT_COMPUTED}" in t
 
 
@@ -156,7 +156,7 @@ def test_comparison_section(report: str, real_run: Path, other_run: Path) -> Non
 
 def test_run_without_geometry(other_run: Path) -> None:
     t = text_of(build_report(other_run))
-    assert f"embedding-space density: {NOT_COMPUTED}" in t and "ccpipe-geometry embed" in t
+    assert f"atypical documents: {NOT_COMPUTED}" in t and "ccpipe-geometry embed" in t
     assert "Comparison" not in t
 
 
