@@ -90,8 +90,15 @@ def evaluate(name: str, x: np.ndarray, is_junk: np.ndarray, kind: np.ndarray, la
         print(f"{name} train seed {seed}", json.dumps({"documents": len(x), "junk": int(is_junk.sum()), "s": round(time.perf_counter() - t, 1),
                                                         "metric_sigma": float(nets[-1].metric_sigma)}))
     top_n = max(1, len(x) // 100)
+    from geometry.atypical import knn_distance
+
+    s10 = knn_distance(x, 10)
+    print(f"{name} knn k=10 (local)", json.dumps({"auc_junk": round(auc(s10[is_junk == 1], s10[is_junk == 0]), 4),
+                                                  **{f"auc_{k}": round(auc(s10[kind == k], s10[is_junk == 0]), 4) for k in sorted(set(kind) - {"clean"})}}))
     for method in METHODS:
-        scores = [measure(method, x, net=net, seed=0) for net in (nets if method != "knn" else nets[:1])]
+        # seeds: the two score models for model-based measures, two reference samples for knn
+        scores = ([measure(method, x, net=net, seed=0) for net in nets] if method in ("gaussian", "denoise", "score_norm")
+                  else [measure(method, x, seed=s) for s in (0, 1)])
         s = scores[0]
         row = {"auc_junk": auc(s[is_junk == 1], s[is_junk == 0])}
         for k in sorted(set(kind) - {"clean"}):

@@ -32,8 +32,8 @@ class AuditConfig:
 
     top_atypical: int = 15
     """Most atypical documents listed (geometry's validated atypicality, see docs/geometry.md)."""
-    atypical_k: int = 10
-    """Neighbours of the k-NN atypicality (mean cosine distance to the k nearest documents)."""
+    atypical_share: float = 0.05
+    """k of the k-NN atypicality as a share of its reference sample (see geometry/atypical.py)."""
     near_dup_cosine: float = 0.95
     """Two documents whose embeddings' cosine reaches this are near-duplicates in embedding space."""
     near_dup_neighbours: int = 10
@@ -48,7 +48,9 @@ class AuditConfig:
     def __post_init__(self) -> None:
         if not 0 < self.near_dup_cosine <= 1:
             raise ValueError("near_dup_cosine must lie in (0, 1]")
-        if min(self.top_atypical, self.atypical_k, self.near_dup_neighbours, self.max_clusters_listed, self.max_languages_plotted, self.geometry_sample) < 1:
+        if not 0 < self.atypical_share < 1:
+            raise ValueError("atypical_share must lie in (0, 1)")
+        if min(self.top_atypical, self.near_dup_neighbours, self.max_clusters_listed, self.max_languages_plotted, self.geometry_sample) < 1:
             raise ValueError("counts must be >= 1")
 
 
@@ -183,7 +185,7 @@ def load_geometry(run: Path, docs: pa.Table, cfg: AuditConfig) -> tuple[Geometry
     if not geometry.has_embeddings(run):
         return None, f"run `ccpipe-geometry embed {run}` and `ccpipe-geometry train {run}` to compute it"
     clusters, checked = geometry.near_duplicate_clusters(run, cosine=cfg.near_dup_cosine, neighbours=cfg.near_dup_neighbours)
-    atyp = geometry.run_atypicality(run, k=cfg.atypical_k, sample=cfg.geometry_sample)
+    atyp = geometry.run_atypicality(run, share=cfg.atypical_share, sample=cfg.geometry_sample)
     if not geometry.has_score_model(run):
         return Geometry(atypicality=atyp, clusters=clusters, pairs_checked=checked,
                         note=f"no score model: run `ccpipe-geometry train {run}`"), ""
