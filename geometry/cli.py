@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--skip-if-trained", action="store_true", help="do nothing when model.pt was trained on every stored embedding (make demo)")
 
     def query(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--c", type=float, default=None, help="lambda = c / median |s|^2 (default 1)")
+        sp.add_argument("--c", type=float, default=None, help="lambda = c / median |s|^2 (default 0.3, docs/geometry.md)")
         sp.add_argument("--points", type=int, default=None, help="points on a geodesic (default 32)")
         sp.add_argument("--device", default=None)
         sp.add_argument("--dtype", choices=["float64", "float32"], default=None, help="curve precision (float32: ~4.7x faster geodesics)")
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--kappa", type=float, default=300.0, help="--synthetic: vMF concentration (default 300)")
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--other", default=None, help="a second model.pt (another seed) for seed stability")
-    v.add_argument("--c", type=float, default=1.0, help="lambda = c / median |s|^2 for the stretch figures (default 1)")
+    v.add_argument("--c", type=float, default=0.3, help="lambda = c / median |s|^2 for the stretch figures (default 0.3, the query default)")
     v.add_argument("--pairs", type=_positive_int, default=1000, help="pairs sampled for the stretch figures (default 1000)")
     v.add_argument("--json", action="store_true", help="print one JSON object (default: a readable summary)")
 
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     gi = _open_index(args)
     if args.cmd == "distance":
         r = gi.distance(args.id_a, args.id_b, mode=args.mode)
-        _emit({**asdict(r), "lam": gi.lam, "c": gi.config.c})
+        _emit({**asdict(r), "stretch_over_arc": r.distance / r.arc if r.arc > 0 else None, "lam": gi.lam, "c": gi.config.c})
         return 0 if r.converged else EXIT_NOT_CONVERGED
     if args.cmd in ("neighbours", "neighbors"):
         res = gi.neighbours(args.id, args.k, mode=args.mode, candidates=args.candidates)

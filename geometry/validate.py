@@ -145,7 +145,7 @@ def sample_pairs(vecs: np.ndarray, n_pairs: int, *, seed: int, k: int = 10) -> d
     return {"random": (a[keep], b[keep]), "nearby": (q, pick)}
 
 
-def validate_run(run_dir: str | os.PathLike[str], *, other: str | os.PathLike[str] | None = None, c: float = 1.0,
+def validate_run(run_dir: str | os.PathLike[str], *, other: str | os.PathLike[str] | None = None, c: float = 0.3,
                  n_pairs: int = 1000, seed: int = 0) -> dict:
     """Validation figures of a trained run (see the module docstring)."""
     from geometry.store import EmbeddingStore, geometry_dir
