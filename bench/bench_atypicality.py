@@ -37,13 +37,8 @@ from textcorpus import Corpus, add_pud, add_xquad, embed, junk_texts  # noqa: E4
 
 from geometry.atypical import METHODS, measure  # noqa: E402
 from geometry.train import TrainConfig, default_model_config, train_score_model  # noqa: E402
+from geometry.validate import roc_auc as auc  # noqa: E402
 from geometry.validate import spearman  # noqa: E402
-
-
-def auc(pos: np.ndarray, neg: np.ndarray) -> float:
-    from scipy.stats import mannwhitneyu
-
-    return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg))) if len(pos) and len(neg) else float("nan")
 
 
 def demo_corpus(run: Path, n_junk: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:

@@ -47,18 +47,10 @@ from geometry.metric import SteinMetric, scale_free_lambda  # noqa: E402
 from geometry.score_model import ScoreFunction  # noqa: E402
 from geometry.train import TrainConfig, default_model_config, train_score_model  # noqa: E402
 from geometry.validate import gaussian_score_function, spearman  # noqa: E402
+from geometry.validate import roc_auc as auc  # noqa: E402
 
 K = 10
 CAND = 50
-
-
-def auc(score_pos: np.ndarray, score_neg: np.ndarray) -> float:
-    """P(a positive scores higher than a negative), ties half."""
-    from scipy.stats import mannwhitneyu
-
-    if len(score_pos) == 0 or len(score_neg) == 0:
-        return float("nan")
-    return float(mannwhitneyu(score_pos, score_neg).statistic / (len(score_pos) * len(score_neg)))
 
 
 def rerank(metric: SteinMetric | None, vecs: torch.Tensor, queries: np.ndarray, cand: np.ndarray) -> np.ndarray:

@@ -46,6 +46,16 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a[ok], b[ok]).statistic)
 
 
+def roc_auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive scores above a negative), ties counting half (Mann-Whitney U / n m)."""
+    from scipy.stats import mannwhitneyu
+
+    pos, neg = np.asarray(pos, dtype=float), np.asarray(neg, dtype=float)
+    if len(pos) == 0 or len(neg) == 0:
+        return math.nan
+    return float(mannwhitneyu(pos, neg).statistic / (len(pos) * len(neg)))
+
+
 def validate_synthetic(
     *,
     dim: int = 384,
