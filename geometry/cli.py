@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--policy", choices=["truncate", "chunk_mean"], default=None, help="long-document policy")
     e.add_argument("--device", default=None)
     e.add_argument("--max-tokens", type=_positive_int, default=None, help="window in word pieces (default: the model's, 256)")
-    e.add_argument("--model", choices=["auto", "minilm", "e5"], default=None, help="embedder (default auto: the store's, else minilm; e5 = multilingual, ~10x slower)")
+    e.add_argument("--model", choices=["auto", "minilm", "e5"], default=None, help="embedder (default auto: the store's, else minilm; e5 = multilingual, 10-50x slower)")
     e.add_argument("--no-progress", action="store_true")
 
     t = sub.add_parser("train", help="train the score model on the run's embeddings")

