@@ -31,7 +31,7 @@ demo-wet: setup
 	$(PY) scripts/make_demo_wet.py
 
 # The whole main job: pipeline, embeddings (128-piece window: the model's training length,
-# half the cost of 256), score model, one distance and one neighbours answer, the audit.
+# 1.7x cheaper than 256), score model, one distance and one neighbours answer, the audit.
 # Each step skips what is done, so a second run takes seconds.
 demo: demo-wet
 	$(VENV)/bin/ccpipe run --config $(DEMO_CONFIG) --restart-if-changed '$(CCPIPE_HOME)/demo/demo-*.warc.wet.gz' $(DEMO_ARGS)
