@@ -1,7 +1,7 @@
 # ccpipe: `make demo` and `make test` do everything, set-up included, on a fresh
 # Debian machine; both are idempotent and quick the second time.
 #   make setup   Debian packages, .venv, KenLM tools, reference corpora, demo crawl (scripts/setup.sh)
-#   make demo    set-up, then the pipeline end to end on the embedded demo crawl, and its audit report
+#   make demo    set-up, then the main job on the embedded demo crawl: pipeline, embeddings, score model, a distance and neighbours, audit
 #   make test    set-up, then pytest
 #   make bench   set-up, then every bench/bench_*.py in turn
 #   make clean   remove run outputs and caches inside the repo (keeps .venv and $CCPIPE_HOME)
@@ -30,8 +30,16 @@ setup:
 demo-wet: setup
 	$(PY) scripts/make_demo_wet.py
 
+# The whole main job: pipeline, embeddings (128-piece window: the model's training length,
+# 1.7x cheaper than 256), score model, one distance and one neighbours answer, the audit.
+# Each step skips what is done, so a second run takes seconds.
 demo: demo-wet
 	$(VENV)/bin/ccpipe run --config $(DEMO_CONFIG) --restart-if-changed '$(CCPIPE_HOME)/demo/demo-*.warc.wet.gz' $(DEMO_ARGS)
+	$(VENV)/bin/ccpipe-geometry embed demo-out --max-tokens 128 --no-progress
+	$(VENV)/bin/ccpipe-geometry train demo-out --skip-if-trained
+	@set -e; ids=$$($(VENV)/bin/ccpipe-geometry ids demo-out -n 2 --language en); a=$$(echo "$$ids" | sed -n 1p); b=$$(echo "$$ids" | sed -n 2p); \
+	  echo "== distance between $$a and $$b"; $(VENV)/bin/ccpipe-geometry distance demo-out "$$a" "$$b"; \
+	  echo "== 5 nearest neighbours of $$a"; $(VENV)/bin/ccpipe-geometry neighbours demo-out "$$a" -k 5
 	$(VENV)/bin/ccpipe audit demo-out -o demo-out/report.html
 
 test: setup

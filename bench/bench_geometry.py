@@ -58,8 +58,9 @@ def synthetic_corpus(n: int, seed: int = 0) -> tuple[VmfMixtureNoise, np.ndarray
 
 
 def bench_training(data: torch.Tensor, epochs: int) -> tuple[object, dict]:
-    cfg = TrainConfig(epochs=epochs, batch_size=256, lr=1e-3, log_every=0, checkpoint_every=0,
-                      model=ScoreModelConfig(dim=D, sigma_min=0.02, sigma_max=2.0, data_var=1 / D))
+    from geometry.train import default_model_config
+
+    cfg = TrainConfig(epochs=epochs, batch_size=256, lr=1e-3, log_every=0, checkpoint_every=0, model=default_model_config(data))
     with Timer() as t:
         res = train_score_model(data, cfg)
     h = res.history[-1]
@@ -96,6 +97,10 @@ def bench_distances(net, data: np.ndarray, quick: bool) -> dict:
     out["geodesic_32pts"] = rate(n_geo, t)
     out["geodesic_converged"] = float(geo.converged.double().mean())
     out["geodesic_iterations"] = geo.iterations
+    out["geodesic_remeasured_over_solver_max"] = float((geo.distance / geo.solver_distance).max())
+    with Timer() as t:
+        geodesic(m, x[:n_geo], y[:n_geo], GeodesicConfig(n_points=32, saddle_probe=0.0, refine=0))
+    out["geodesic_32pts_without_probe_and_refine"] = rate(n_geo, t)
     ubg = upper_bound(m, x[:n_geo], y[:n_geo], n_points=32).distance
     out["geodesic_over_upper_median"] = float((geo.distance / ubg).median())
     with Timer() as t:
@@ -273,7 +278,7 @@ def main() -> None:
     from geometry.train import vmf_validation
 
     rep = vmf_validation(net, vmf, n=1000, n_paths=32)
-    rep["per_sigma"] = {f"{k:.4g}": round(v, 4) for k, v in rep["per_sigma"].items()}
+    rep["per_sigma"] = {f"{k:.4g}": {n: round(v, 4) for n, v in row.items()} for k, row in rep["per_sigma"].items()}
     print("score vs exact vMF score, E|s_theta - s|^2 / E|s|^2 (384-d, this short training)", json.dumps(rep, indent=1))
     print("distances (384-d, CPU, trained score, sphere)", json.dumps(bench_distances(net, data, args.quick), indent=1))
     print("sphere", json.dumps(bench_sphere(vmf, net, data), indent=1))

@@ -11,12 +11,18 @@ Documents of a run (after ``ccpipe-geometry embed`` and ``train``)::
     gi = GeometryIndex.open(run_dir)
     gi.distance(id_a, id_b), gi.neighbours(id, k=10), gi.path(id_a, id_b)
 
+Run-level figures (what ``ccpipe audit`` reads)::
+
+    run_atypicality(run_dir), near_duplicate_clusters(run_dir), score_model_report(run_dir)
+
 See docs/geometry.md.
 """
 
 from geometry.errors import GeometryError, NotConvergedError, StoreError, UnknownDocumentError
 
 __all__ = [
+    "DEFAULT_ATYPICALITY",
+    "Atypicality",
     "DistanceResult",
     "GeodesicConfig",
     "GeometryError",
@@ -29,6 +35,11 @@ __all__ = [
     "euclidean_lower_bound",
     "geodesic",
     "graph_distance",
+    "has_embeddings",
+    "has_score_model",
+    "near_duplicate_clusters",
+    "run_atypicality",
+    "score_model_report",
     "scale_free_lambda",
     "upper_bound",
 ]
@@ -47,12 +58,20 @@ _LAZY = {
     "SteinMetric": "geometry.metric",
     "scale_free_lambda": "geometry.metric",
     "GeometryIndex": "geometry.api",
+    "has_embeddings": "geometry.api",
+    "has_score_model": "geometry.api",
+    "near_duplicate_clusters": "geometry.api",
+    "score_model_report": "geometry.api",
+    "Atypicality": "geometry.atypical",
+    "run_atypicality": "geometry.atypical",
 }
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
+    import importlib
 
+    if name == "DEFAULT_ATYPICALITY":
+        return importlib.import_module("geometry.atypical").DEFAULT_METHOD
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'geometry' has no attribute {name!r}")

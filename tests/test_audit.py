@@ -82,7 +82,7 @@ def stripped_run(src: Path, dst: Path) -> Path:
 
 def test_missing_steps_are_said_not_computed(real_run: Path, tmp_path: Path) -> None:
     t = text_of(build_report(stripped_run(real_run, tmp_path / "bare")))
-    for what in ("perplexity", "is-reference score", "MinHash clusters", "embedding-space density"):
+    for what in ("perplexity", "is-reference score", "MinHash clusters", "atypical documents", "score model"):
         assert f"{what}: {NOT_COMPUTED}" in t
 
 
@@ -100,21 +100,27 @@ def test_steps_present_in_the_real_run_are_plotted(report: str, real_run: Path) 
                 assert f"{name}/{k} {v:,}" in t
 
 
-def test_atypical_documents_are_the_largest_score_norms(report: str, real_run: Path) -> None:
-    """Independent recomputation: tangential score norm of every stored vector."""
-    import torch
+def test_atypical_documents_are_the_largest_knn_distances(report: str, real_run: Path) -> None:
+    """Independent recomputation: brute-force mean cosine distance to the k nearest others,
+    k = max(10, 5% of the documents) (the run is smaller than the 5,000-document reference)."""
+    from geometry.store import EmbeddingStore
 
-    from geometry.api import GeometryIndex
-
-    gi = GeometryIndex.open(real_run)
-    with torch.no_grad():
-        norms = gi.metric.field(gi.store.tensor().double()).norm(dim=-1).numpy()
-    ids = gi.store.ids()
-    top = [str(ids[i]) for i in np.argsort(-norms)[:3]]
+    store = EmbeddingStore.open(real_run)
+    v = np.asarray(store.vectors(), dtype=np.float64)
+    assert store.count < 5000
+    sims = v @ v.T
+    np.fill_diagonal(sims, -np.inf)
+    k = max(10, round(AuditConfig().atypical_share * store.count))
+    knn = (1.0 - np.sort(sims, axis=1)[:, ::-1][:, :k]).mean(axis=1)
+    ids = store.ids()
+    top = [str(ids[i]) for i in np.argsort(-knn, kind="stable")[:3]]
     section = report[report.index("Most atypical documents"):]
     rows = re.findall(r"<tr><td>(&lt;urn:uuid:[^<]+&gt;)</td>", section)
     assert [r.replace("&lt;", "<").replace("&gt;", ">") for r in rows[:3]] == top
     assert len(rows) >= AuditConfig().top_atypical
+    # The score model's validation is in the report: every rung, model against the baseline.
+    t = text_of(report)
+    assert "The metric reads the score at sigma" in t and "Gaussian baseline" in t
 
 
 def test_embedding_near_duplicate_clusters(real_run: Path) -> None:
@@ -149,7 +155,7 @@ def test_comparison_section(report: str, real_run: Path, other_run: Path) -> Non
 
 def test_run_without_geometry(other_run: Path) -> None:
     t = text_of(build_report(other_run))
-    assert f"embedding-space density: {NOT_COMPUTED}" in t and "ccpipe-geometry embed" in t
+    assert f"atypical documents: {NOT_COMPUTED}" in t and "ccpipe-geometry embed" in t
     assert "Comparison" not in t
 
 

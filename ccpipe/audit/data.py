@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +31,9 @@ class AuditConfig:
     """What the audit computes; the defaults suit runs up to a few million documents."""
 
     top_atypical: int = 15
-    """Most atypical documents (largest score norm) listed."""
+    """Most atypical documents listed (geometry's validated atypicality, see docs/geometry.md)."""
+    atypical_share: float = 0.05
+    """k of the k-NN atypicality as a share of its reference sample (see geometry/atypical.py)."""
     near_dup_cosine: float = 0.95
     """Two documents whose embeddings' cosine reaches this are near-duplicates in embedding space."""
     near_dup_neighbours: int = 10
@@ -42,27 +43,29 @@ class AuditConfig:
     max_languages_plotted: int = 8
     """Perplexity histograms for this many of the largest languages."""
     geometry_sample: int = 200_000
-    """Documents whose score norm is computed at most (a seeded sample beyond that)."""
+    """Documents whose atypicality is computed at most (a seeded sample beyond that)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.near_dup_cosine <= 1:
             raise ValueError("near_dup_cosine must lie in (0, 1]")
+        if not 0 < self.atypical_share < 1:
+            raise ValueError("atypical_share must lie in (0, 1)")
         if min(self.top_atypical, self.near_dup_neighbours, self.max_clusters_listed, self.max_languages_plotted, self.geometry_sample) < 1:
             raise ValueError("counts must be >= 1")
 
 
 @dataclass(slots=True, kw_only=True)
 class Geometry:
-    """Embedding-space figures of a run (absent parts are None)."""
+    """Embedding-space figures of a run, all read through geometry's public API."""
 
-    score_norm: np.ndarray
-    """|s(x)| (tangential on the sphere) per sampled document."""
-    ids: list[str]
-    """Ids of the sampled documents, aligned with score_norm."""
-    lam: float
+    atypicality: object | None
+    """``geometry.Atypicality`` (ids, score, method, detail) of the sampled documents."""
     clusters: list[list[str]]
     """Near-duplicate clusters in embedding space (size >= 2), largest first."""
     pairs_checked: int
+    score_report: dict | None = None
+    """``geometry.score_model_report``: held-out loss per rung against the Gaussian baseline,
+    the metric's sigma; None when no score model was trained."""
     note: str = ""
 
 
@@ -177,67 +180,17 @@ def load_run(run: str | Path, config: AuditConfig | None = None, *, with_geometr
 
 
 def load_geometry(run: Path, docs: pa.Table, cfg: AuditConfig) -> tuple[Geometry | None, str]:
-    """Score norms and embedding-space near-duplicate clusters, when the run has been embedded."""
-    if not (run / "_geometry" / "embeddings" / "meta.json").is_file():
-        return None, f"run `ccpipe-geometry embed {run}` and `ccpipe-geometry train {run}` to compute it"
+    """Atypical documents, near-duplicate clusters and the score model's validation, when the
+    run has been embedded; everything through ``geometry``'s public API."""
     try:
-        import torch
-
-        from geometry.metric import SteinMetric, scale_free_lambda
-        from geometry.score_model import ScoreFunction
-        from geometry.store import EmbeddingStore
-        from geometry.train import load_score_model
+        import geometry
     except ImportError as e:
         return None, f"the geometry extra is not installed ({e.name}): pip install 'ccpipe[geometry]'"
-    store = EmbeddingStore.open(run)
-    n = store.count
-    if n == 0:
-        return None, "the embedding store is empty"
-    vecs = store.vectors()  # N x d memory map
-    ids = store.ids()
-    clusters, checked = near_duplicate_clusters(run, vecs, ids, cfg)
-    ckpt = run / "_geometry" / "score" / "model.pt"
-    if not ckpt.is_file():
-        return Geometry(score_norm=np.zeros(0), ids=[], lam=math.nan, clusters=clusters, pairs_checked=checked,
+    if not geometry.has_embeddings(run):
+        return None, f"run `ccpipe-geometry embed {run}` and `ccpipe-geometry train {run}` to compute it"
+    clusters, checked = geometry.near_duplicate_clusters(run, cosine=cfg.near_dup_cosine, neighbours=cfg.near_dup_neighbours)
+    atyp = geometry.run_atypicality(run, share=cfg.atypical_share, sample=cfg.geometry_sample)
+    if not geometry.has_score_model(run):
+        return Geometry(atypicality=atyp, clusters=clusters, pairs_checked=checked,
                         note=f"no score model: run `ccpipe-geometry train {run}`"), ""
-    net, _ = load_score_model(ckpt, device="cpu")
-    score = ScoreFunction(net)
-    rng = np.random.default_rng(0)
-    rows = np.sort(rng.choice(n, size=cfg.geometry_sample, replace=False)) if n > cfg.geometry_sample else np.arange(n)
-    norms = np.empty(len(rows))
-    with torch.no_grad():
-        metric = SteinMetric(score=score, lam=0.0, sphere=True)
-        for lo in range(0, len(rows), 4096):
-            x = torch.from_numpy(np.ascontiguousarray(vecs[rows[lo : lo + 4096]])).double()  # B x d
-            norms[lo : lo + len(x)] = metric.field(x).norm(dim=-1).numpy()  # B
-        lam = scale_free_lambda(score, torch.from_numpy(np.ascontiguousarray(vecs[rows[:2048]])).double(), sphere=True)
-    return Geometry(score_norm=norms, ids=[str(ids[r]) for r in rows], lam=lam, clusters=clusters, pairs_checked=checked), ""
-
-
-def near_duplicate_clusters(run: Path, vecs: np.ndarray, ids: np.ndarray, cfg: AuditConfig) -> tuple[list[list[str]], int]:
-    """Connected components of the "cosine >= threshold" graph over ANN neighbour pairs."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = len(ids)
-    k = min(cfg.near_dup_neighbours + 1, n)
-    try:
-        from geometry.index import AnnIndex
-
-        cos, nb = AnnIndex.open(run).search(np.ascontiguousarray(vecs), k)
-    except Exception as e:  # noqa: BLE001 - no index: exact search is fine for small runs
-        if n > 50_000:
-            log.warning("no ANN index (%s) and %d documents: embedding-space clusters skipped", e, n)
-            return [], 0
-        sims = np.asarray(vecs, dtype=np.float32) @ np.asarray(vecs, dtype=np.float32).T  # N x N
-        nb = np.argsort(-sims, axis=1)[:, :k]
-        cos = np.take_along_axis(sims, nb, axis=1)
-    src = np.repeat(np.arange(n), nb.shape[1])
-    dst, c = nb.ravel(), cos.ravel()
-    keep = (dst >= 0) & (dst != src) & (c >= cfg.near_dup_cosine)
-    g = coo_matrix((np.ones(int(keep.sum())), (src[keep], dst[keep])), shape=(n, n))
-    n_comp, label = connected_components(g, directed=False)
-    sizes = np.bincount(label, minlength=n_comp)
-    big = [int(c) for c in np.argsort(-sizes, kind="stable") if sizes[c] >= 2]
-    clusters = [[str(ids[i]) for i in np.flatnonzero(label == c)] for c in big]
-    return clusters, int(keep.size)
+    return Geometry(atypicality=atyp, clusters=clusters, pairs_checked=checked, score_report=geometry.score_model_report(run)), ""

@@ -4,9 +4,10 @@
     html = build_report("out/run", compare="out/other_run")
 
 Sections: summary, funnel with drop reasons, language mix, perplexity per language with the
-bucket cutoffs, is-reference scores, line-dedup and MinHash statistics, embedding-space
-density (score norm) with the most atypical documents, embedding-space near-duplicate
-clusters, and optionally a side-by-side comparison with a second run.
+bucket cutoffs, is-reference scores, line-dedup and MinHash statistics, the most atypical
+documents in embedding space (geometry's validated measure), the score model's held-out
+validation, embedding-space near-duplicate clusters, and optionally a side-by-side
+comparison with a second run.
 """
 
 from __future__ import annotations
@@ -231,20 +232,33 @@ def _titles(d: RunData) -> dict[str, tuple[str, str, str]]:
 
 
 def section_geometry(d: RunData, cfg: AuditConfig) -> str:
-    out = ["<h2 id='density'>Embedding-space density</h2>"]
+    out = ["<h2 id='density'>Atypical documents in embedding space</h2>"]
     g = d.geometry
     if g is None:
-        return out[0] + na("embedding-space density", d.geometry_note) + "<h2 id='clusters'>Embedding-space near-duplicates</h2>" + na("embedding-space clusters", d.geometry_note)
+        return (out[0] + na("atypical documents", d.geometry_note) + "<h2 id='score'>Score model</h2>" + na("score model", d.geometry_note)
+                + "<h2 id='clusters'>Embedding-space near-duplicates</h2>" + na("embedding-space clusters", d.geometry_note))
     info = _titles(d)
-    if len(g.score_norm):
-        out.append(f"<p>Norm of the learned score |s(x)| (tangential to the sphere) at each embedded document: the score is near zero at modes of the data density and grows away from them, so the largest norms mark the least typical documents. &lambda; = {g.lam:.4g} (c = 1).</p>")
-        q = np.quantile(g.score_norm, [0.5, 0.99])
-        out.append(img(plots.histograms([("score norm", g.score_norm, [(float(q[0]), "median"), (float(q[1]), "p99")])], "|s(x)|", cols=1), "score norm histogram"))
-        top = np.argsort(-g.score_norm)[: cfg.top_atypical]
-        rows = [[g.ids[i], info.get(g.ids[i], ("", "", ""))[2], float(g.score_norm[i]), info.get(g.ids[i], ("", "", ""))[0][:80], info.get(g.ids[i], ("", "", ""))[1][:80]] for i in top]
-        out.append("<h3>Most atypical documents</h3>" + table(["id", "language", "|s(x)|", "title", "url"], rows))
+    a = g.atypicality
+    if a is not None and len(a.score):
+        out.append(f"<p>Atypicality: {html.escape(a.detail)} (method <code>{a.method}</code>, over {len(a.score):,} documents). "
+                   "Validated against labelled junk (boilerplate, code, number tables, keyword spam) among clean prose: "
+                   "see docs/geometry.md. The score model's |s(x)| is not used: it grows with density.</p>")
+        q = np.quantile(a.score, [0.5, 0.99])
+        out.append(img(plots.histograms([("atypicality", a.score, [(float(q[0]), "median"), (float(q[1]), "p99")])], a.method, cols=1), "atypicality histogram"))
+        rows = [[i, info.get(i, ("", "", ""))[2], v, info.get(i, ("", "", ""))[0][:80], info.get(i, ("", "", ""))[1][:80]] for i, v in a.top(cfg.top_atypical)]
+        out.append("<h3>Most atypical documents</h3>" + table(["id", "language", a.method, "title", "url"], rows))
+    out.append("<h2 id='score'>Score model</h2>")
+    r = g.score_report
+    if r is None:
+        out.append(na("score model", g.note))
     else:
-        out.append(na("score norm", g.note))
+        verdict = ("confirmed on held-out data" if r["metric_sigma_confirmed"]
+                   else "<b>not confirmed</b>: no rung beat the Gaussian fit on held-out data, so the metric reads (nearly) the Gaussian's score")
+        out.append(f"<p>The metric reads the score at sigma = {r['metric_sigma']:.4g} ({verdict}). Held-out denoising loss per noise level, "
+                   f"against the affine-Gaussian baseline (trained on {r['n_train']:,} documents, {r['n_val']:,} held out).</p>")
+        out.append(table(["sigma", "model", "Gaussian baseline", "gamma", "at or below baseline"],
+                         [[f"{x['sigma']:.4g}", f"{x['model']:.5f}", f"{x['gaussian']:.5f}", f"{x['gamma']:.2f}", "yes" if x["at_or_below_gaussian"] else "NO"]
+                          for x in r["heldout_loss"]]))
     out.append("<h2 id='clusters'>Embedding-space near-duplicates</h2>")
     out.append(f"<p>Documents joined when the cosine of their embeddings is at least {cfg.near_dup_cosine} (among each document's {cfg.near_dup_neighbours} nearest neighbours; {g.pairs_checked:,} pairs checked), clusters = connected components.</p>")
     if not g.clusters:

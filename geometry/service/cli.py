@@ -21,7 +21,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--batch-window-ms", type=number(0, 10_000), default=None, help="micro-batching window of score-model calls (default 2)")
     s.add_argument("--batch-max", type=integer(1), default=None, help="requests per batched score-model call at most (1 = no batching; default 64)")
     s.add_argument("--batch-max-pairs", type=integer(1), default=None, help="pairs per batched score-model call at most (default 256)")
-    s.add_argument("--c", type=number(0), default=None, help="lambda = c / median |s|^2 (default 1)")
+    s.add_argument("--c", type=number(0), default=None, help="lambda = c / median |s|^2 (default 0.3)")
     s.add_argument("--candidates", type=integer(1, MAX_K), default=None, help="default ANN candidates re-ranked per neighbour query (default 50)")
     s.add_argument("--device", type=device, default=None)
 

@@ -260,7 +260,7 @@ def create_app(index: GeometryIndex, config: ServiceConfig, *, warm_up: bool = T
             check_text(t, f"texts[{i}]")
         vecs = await engine.embed(req.texts)
         policy = index.store.meta.get("long_policy", "truncate")
-        return S.EmbedResponse(model=MODEL_NAME, mode=str(policy), dim=int(vecs.shape[1]), vectors=vecs.tolist())
+        return S.EmbedResponse(model=str(index.store.meta.get("model", MODEL_NAME)), mode=str(policy), dim=int(vecs.shape[1]), vectors=vecs.tolist())
 
     return app
 

