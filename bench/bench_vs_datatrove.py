@@ -12,7 +12,10 @@ Runs, in turn and ``--repeat`` times:
 - datatrove's ``WarcReader`` + ``LanguageFilter`` + ``ParquetWriter`` with one task
   and one worker (it does far less work: no dedup, no perplexity);
 - with ``--ccpipe-tree``, the default pipeline of another ccpipe checkout (an older
-  commit, say) on the same file, to compare two versions the same way.
+  commit, say) on the same file, to compare two versions the same way;
+- with ``--without-quality-score``, this checkout's default pipeline with the
+  ``quality_score`` step off (what the step costs, and a like-for-like comparison
+  with a checkout that predates the step).
 
 Each figure is documents read per CPU-second of the run's whole process tree
 (sampled with psutil: the driver, its pool and workers), so it is docs/s per core
@@ -88,6 +91,8 @@ def main() -> int:
     ap.add_argument("--datatrove-python", default=os.environ.get("CCPIPE_DATATROVE_PYTHON"),
                     help="python of a virtualenv with datatrove (or $CCPIPE_DATATROVE_PYTHON)")
     ap.add_argument("--ccpipe-tree", type=Path, help="another ccpipe checkout to run the same way")
+    ap.add_argument("--without-quality-score", action="store_true",
+                    help="also run the default pipeline with quality_score.enabled=false")
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     args.wet = args.wet.resolve()  # the other checkout runs in its own directory
@@ -116,6 +121,9 @@ def main() -> int:
                 plan.append(("datatrove reader+LID+parquet",
                              [args.datatrove_python, str(script), str(args.wet.parent), args.wet.name,
                               str(tmp / f"dt{r}"), str(tmp / f"dtlog{r}")], env, ROOT))
+            if args.without_quality_score:
+                plan.append(("ccpipe default, no quality_score",
+                             ccpipe(tmp / f"q{r}", ["--set", "quality_score.enabled=false"]), None, ROOT))
             if args.ccpipe_tree:
                 plan.append(("other ccpipe default", ccpipe(tmp / f"o{r}", []), None, args.ccpipe_tree))
             if r % 2:
@@ -141,10 +149,11 @@ def main() -> int:
             ratios = [a / b for a, b in zip(rate[k], rate[base])]
             result[f"{k} / datatrove"] = [round(x, 2) for x in ratios]
             print(f"  {k} / datatrove, per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
-    if "other ccpipe default" in rate:
-        ratios = [a / b for a, b in zip(rate["ccpipe default"], rate["other ccpipe default"])]
-        result["ccpipe default / other ccpipe default"] = [round(x, 2) for x in ratios]
-        print(f"  this checkout / other checkout, default pipeline, per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
+    for mine in ("ccpipe default", "ccpipe default, no quality_score"):
+        if "other ccpipe default" in rate and mine in rate:
+            ratios = [a / b for a, b in zip(rate[mine], rate["other ccpipe default"])]
+            result[f"{mine} / other ccpipe default"] = [round(x, 2) for x in ratios]
+            print(f"  {mine} / other checkout's default, per round: {', '.join(f'{x:.2f}x' for x in ratios)}")
     print(json.dumps(result))
     return 0
 
