@@ -288,7 +288,7 @@ def main_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
 
 
 def _delete_run(out_dir: Path) -> None:
-    """Delete what runs write in ``out_dir`` (work files, stats, embeddings, partition
+    """Delete what runs write in ``out_dir`` (work files, stats, embeddings, ``data/``, partition
     folders of ``part-*.parquet``); anything else a user put there stays."""
     for child in out_dir.iterdir():
         if child.is_symlink() or not child.is_dir():
