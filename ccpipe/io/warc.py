@@ -55,7 +55,8 @@ def _looks_like_html(payload: bytes) -> bool:
 
 
 def kind_of(media: str, payload: bytes) -> str:
-    """``html``, ``pdf``, ``image`` or ``not_html``; an unlabelled or generic type is sniffed."""
+    """``html``, ``pdf``, ``image`` or ``not_html`` from the HTTP Content-Type (else the
+    record's WARC-Identified-Payload-Type); an unlabelled or generic type is sniffed."""
     if media in HTML_TYPES:
         return "html"
     if media == "application/pdf" or payload[:5] == b"%PDF-":
@@ -127,6 +128,8 @@ class ResponseReader:
             self._drop("bad_http", rid, f"body: {e}")
             return None
         media, charset = media_type(http.get_header("Content-Type"))
+        if not media:  # no HTTP Content-Type: what the crawler identified (Common Crawl, 2017+)
+            media = media_type(headers.get_header("WARC-Identified-Payload-Type"))[0]
         kind = kind_of(media, payload)
         if kind != "html":
             self._drop(kind, rid)
@@ -196,8 +199,11 @@ def write_warc(path, pages, *, gzip: bool = True, date: str = "2024-05-18T01:58:
             http = StatusAndHeaders(status, [("Content-Type", ctype), ("Content-Length", str(len(payload)))],
                                     protocol="HTTP/1.1")
             rid = f"<urn:uuid:{uuid.UUID(hashlib.md5(f'{path.name}{n}{url}'.encode()).hexdigest())}>"
+            # as Common Crawl: the payload's media type as identified by the crawler
+            identified = ctype.split(";")[0].strip().lower()
             rec = writer.create_warc_record(url, "response", payload=io.BytesIO(payload), http_headers=http,
-                                            warc_headers_dict={"WARC-Date": date, "WARC-Record-ID": rid})
+                                            warc_headers_dict={"WARC-Date": date, "WARC-Record-ID": rid,
+                                                               "WARC-Identified-Payload-Type": identified})
             writer.write_record(rec)
             n += 1
     tmp.replace(path)
