@@ -26,9 +26,13 @@ class InputConfig:
     """WET or WARC inputs (told apart by content, not by name): local files, globs,
     https:// or s3:// URLs."""
     crawl: str | None = None
-    """A Common Crawl snapshot id such as ``CC-MAIN-2024-22``: read its ``wet.paths.gz``."""
+    """A Common Crawl snapshot id such as ``CC-MAIN-2024-22``: read its ``wet.paths.gz``
+    (or ``warc.paths.gz``, see ``crawl_files``)."""
+    crawl_files: str = "wet"
+    """With ``crawl``: ``wet`` (the snapshot's text files) or ``warc`` (its HTML
+    responses, turned into text by main-text extraction: the ``extract`` section)."""
     segments: str | None = None
-    """With ``crawl``: which lines of ``wet.paths.gz`` to read, e.g. ``0-9`` or ``5``."""
+    """With ``crawl``: which lines of ``<crawl_files>.paths.gz`` to read, e.g. ``0-9`` or ``5``."""
     base_url: str = "https://data.commoncrawl.org/"
     """Where crawl paths are resolved (an ``s3://commoncrawl/`` prefix works too)."""
     split_mb: float = 4.0
@@ -64,6 +68,8 @@ class InputConfig:
         if not 0 < self.retry_base_seconds <= self.retry_max_seconds:
             raise ConfigError("input retry waits must satisfy 0 < retry_base_seconds <= retry_max_seconds, "
                               f"got {self.retry_base_seconds} and {self.retry_max_seconds}")
+        if self.crawl_files not in ("wet", "warc"):
+            raise ConfigError(f"input.crawl_files must be 'wet' or 'warc', got {self.crawl_files!r}")
         if self.segments and not self.crawl:
             raise ConfigError("input.segments needs input.crawl (e.g. CC-MAIN-2024-22)")
 

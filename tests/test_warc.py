@@ -273,3 +273,61 @@ def test_ccpipe_run_on_the_warc_excerpt(tmp_path):
     assert by_url["http://01spb.ru/company/"]["language"] == "ru"
     assert by_url["http://0900-hovenier.nl/gelderland/oosterbeek/"]["html_lang"] == "nl"
     assert {row["content_type"] for row in rows} == {"text/html"}
+
+
+def _excerpt_ids() -> list[str]:
+    docs, _ = _read(data_path(*EXCERPT))
+    return [d.id for d in docs]
+
+
+def test_byte_range_shards_single_stream_gzip_and_plain_read_the_same_documents(tmp_path):
+    from ccpipe.config import InputConfig
+    from ccpipe.io.inputs import plan_shards
+
+    src = data_path(*EXCERPT)
+    want = _excerpt_ids()
+    # per-record gzip split into byte ranges: every document exactly once
+    shards = plan_shards(InputConfig(paths=[str(src)], split_mb=0.02), group_size=50)
+    assert len(shards) >= 4
+    got = []
+    for s in shards:
+        got += [d.id for d in read_wet(s.path, Stats(), s.range)]
+    assert got == want
+    raw = gzip.decompress(src.read_bytes())
+    single = tmp_path / "single-stream.warc.gz"
+    single.write_bytes(gzip.compress(raw))  # one gzip stream for the whole file
+    plain = tmp_path / "plain.warc"
+    plain.write_bytes(raw)
+    assert [d.id for d in _read(single)[0]] == want
+    assert [d.id for d in _read(plain)[0]] == want
+
+
+def test_warc_over_http_and_a_crawls_warc_paths(tmp_path):
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    from ccpipe.config import InputConfig
+    from ccpipe.io.inputs import crawl_paths
+
+    root = tmp_path / "mirror"
+    seg = root / "crawl-data" / "CC-MAIN-TEST" / "segments" / "1" / "warc"
+    seg.mkdir(parents=True)
+    shutil.copy(data_path(*EXCERPT), seg / "x.warc.gz")
+    (root / "crawl-data" / "CC-MAIN-TEST" / "warc.paths.gz").write_bytes(
+        gzip.compress(b"crawl-data/CC-MAIN-TEST/segments/1/warc/x.warc.gz\n"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}/"
+        urls = crawl_paths(InputConfig(crawl="CC-MAIN-TEST", crawl_files="warc", segments="0", base_url=base),
+                           cache_dir=tmp_path / "cache")
+        assert urls == [base + "crawl-data/CC-MAIN-TEST/segments/1/warc/x.warc.gz"]
+        assert [d.id for d in _read(urls[0])[0]] == _excerpt_ids()
+    finally:
+        server.shutdown()
+    with pytest.raises(ConfigError, match="crawl_files"):
+        InputConfig(crawl="CC-MAIN-TEST", crawl_files="wat")
