@@ -180,8 +180,6 @@ def main() -> int:
                     help="also time ccpipe's reader with extract.engine=trafilatura")
     ap.add_argument("--examples", type=int, default=3, help="examples of removed boilerplate to print")
     args = ap.parse_args()
-    if not args.datatrove_python:
-        sys.exit("give --datatrove-python (a virtualenv with datatrove==0.10.1 and trafilatura)")
     from ccpipe.paths import ccpipe_home
 
     path = build_warc(args.pages, ccpipe_home() / "bench")
@@ -194,13 +192,20 @@ def main() -> int:
     }
     if args.with_ccpipe_trafilatura:
         runs["ccpipe trafilatura (5 s limit)"] = [sys.executable, "-c", CCPIPE_SCRIPT, str(path), "trafilatura", "5"]
-    figures: dict[str, list[tuple[float, float, dict]]] = {k: [] for k in [*runs, "datatrove WarcReader+Trafilatura"]}
+    dt_name = "datatrove WarcReader+Trafilatura"
+    figures: dict[str, list[tuple[float, float, dict]]] = {k: [] for k in runs}
+    if args.datatrove_python:
+        figures[dt_name] = []
+    else:
+        print("datatrove: not run (give --datatrove-python, a virtualenv with datatrove==0.10.1 and trafilatura)")
     with tempfile.TemporaryDirectory(prefix="bench-warc-") as tmp:
         for r in range(args.repeat):
             for name, cmd in runs.items():
                 figures[name].append(timed(cmd))
+            if not args.datatrove_python:
+                continue
             logs = Path(tmp) / f"logs-{r}"
-            figures["datatrove WarcReader+Trafilatura"].append(
+            figures[dt_name].append(
                 timed([args.datatrove_python, "-c", DATATROVE_SCRIPT, str(path.parent), path.name, str(logs)]))
     print("\nwork = after imports, this process and its helper/sandbox; tree = whole process tree, imports included")
     print("records = HTML responses handed to extraction; docs = documents with text out of it")
@@ -214,8 +219,8 @@ def main() -> int:
         print(f"{name:48s} {res['records']:7d} {res['docs']:5d} {res['cpu']:10.2f} {res['wall']:11.2f} "
               f"{tree_cpu:10.2f} {rate[name][0]:10.1f} {rate[name][1]:13.1f}"
               + (f"   dropped {res['dropped']}" if res.get("dropped") else ""))
-    base = rate["datatrove WarcReader+Trafilatura"]
-    for name in runs:
+    base = rate.get(dt_name)
+    for name in runs if base else []:
         print(f"ratio {name} / datatrove: docs/cpu-s {rate[name][0] / base[0]:.1f}x, "
               f"records/cpu-s {rate[name][1] / base[1]:.1f}x")
     boilerplate_report(path, args.examples)
