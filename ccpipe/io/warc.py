@@ -177,9 +177,11 @@ class ResponseReader:
 
 def write_warc(path, pages, *, gzip: bool = True, date: str = "2024-05-18T01:58:10Z") -> int:
     """Write a genuine WARC file of HTTP responses with warcio (one gzip member per
-    record when ``gzip``): ``pages`` yields ``(url, content_type, payload)``, or
-    ``(url, content_type, payload, status)``. Returns the number of records written.
-    For tests, benchmarks and the demo crawl."""
+    record when ``gzip``): ``pages`` yields ``(url, content_type, payload)``, optionally
+    followed by the HTTP status line (``"404 Not Found"``) and the record's WARC-Date.
+    Record ids are derived from the file name, position and URL, so a rebuild is
+    byte-identical. Returns the number of records written. For tests, benchmarks and
+    the demo crawl."""
     import hashlib
     import uuid
     from pathlib import Path
@@ -192,17 +194,21 @@ def write_warc(path, pages, *, gzip: bool = True, date: str = "2024-05-18T01:58:
     n = 0
     with open(tmp, "wb") as out:
         writer = WARCWriter(out, gzip=gzip)
-        writer.write_record(writer.create_warcinfo_record(path.name, {"software": "ccpipe"}))
+        info = writer.create_warcinfo_record(path.name, {"software": "ccpipe"})
+        info.rec_headers.replace_header("WARC-Date", date)  # not the time of writing: reproducible
+        info.rec_headers.replace_header("WARC-Record-ID", f"<urn:uuid:{uuid.UUID(hashlib.md5(path.name.encode()).hexdigest())}>")
+        writer.write_record(info)
         for page in pages:
             url, ctype, payload = page[:3]
             status = page[3] if len(page) > 3 else "200 OK"
+            when = page[4] if len(page) > 4 else date
             http = StatusAndHeaders(status, [("Content-Type", ctype), ("Content-Length", str(len(payload)))],
                                     protocol="HTTP/1.1")
             rid = f"<urn:uuid:{uuid.UUID(hashlib.md5(f'{path.name}{n}{url}'.encode()).hexdigest())}>"
             # as Common Crawl: the payload's media type as identified by the crawler
             identified = ctype.split(";")[0].strip().lower()
             rec = writer.create_warc_record(url, "response", payload=io.BytesIO(payload), http_headers=http,
-                                            warc_headers_dict={"WARC-Date": date, "WARC-Record-ID": rid,
+                                            warc_headers_dict={"WARC-Date": when, "WARC-Record-ID": rid,
                                                                "WARC-Identified-Payload-Type": identified})
             writer.write_record(rec)
             n += 1
