@@ -34,7 +34,8 @@ def _read(path: Path, cfg: ExtractConfig | None = None) -> tuple[list, Stats]:
 
 def _identity(st: Stats) -> None:
     ex = st.steps["extract"]
-    assert st.docs_read == ex.docs_in == ex.docs_out + sum(ex.dropped.values()) + st.docs_errored
+    assert st.docs_read == ex.docs_in + st.docs_errored  # an unreadable record never reaches extraction
+    assert ex.docs_in == ex.docs_out + sum(ex.dropped.values())
 
 
 def test_real_warc_excerpt_every_record_counted_and_text_without_markup():
@@ -106,9 +107,10 @@ def test_every_skip_reason_is_counted(tmp_path):
     _identity(st)
 
 
-def _raw_response(url: str, http_head: bytes, body: bytes) -> bytes:
+def _raw_response(url: str, http_head: bytes, body: bytes, identified: str | None = None) -> bytes:
     block = http_head + b"\r\n" + body
-    head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\n"
+    extra = f"WARC-Identified-Payload-Type: {identified}\r\n" if identified else ""
+    head = (f"WARC/1.0\r\nWARC-Type: response\r\nWARC-Target-URI: {url}\r\n{extra}"
             f"WARC-Date: 2024-05-18T01:58:10Z\r\nWARC-Record-ID: <urn:uuid:{abs(hash(url)):032x}>\r\n"
             f"Content-Type: application/http; msgtype=response\r\nContent-Length: {len(block)}\r\n\r\n").encode()
     return head + block + b"\r\n\r\n"
@@ -131,14 +133,20 @@ def test_chunked_and_compressed_bodies_are_decoded(tmp_path):
         _raw_response("https://b.example/unknown-encoding", b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
                       b"Content-Encoding: zstd\r\n", html),
         _raw_response("https://b.example/no-http", b"", b"just bytes, no header block"),
+        # no HTTP Content-Type: the crawler's identified payload type decides
+        _raw_response("https://b.example/identified-html", b"HTTP/1.1 200 OK\r\n", f"<p>{PARAGRAPH}</p>".encode(),
+                      identified="text/html"),
+        _raw_response("https://b.example/identified-zip", b"HTTP/1.1 200 OK\r\n", b"PK\x03\x04 zip bytes",
+                      identified="application/zip"),
     ]
     path = tmp_path / "encoded.warc"
     path.write_bytes(b"".join(records))
     docs, st = _read(path)
     assert [(d.url, d.raw_content) for d in docs] == [
         ("https://b.example/gzip", PARAGRAPH), ("https://b.example/chunked", PARAGRAPH),
-        ("https://b.example/deflate", PARAGRAPH), ("https://b.example/says-gzip", PARAGRAPH)]
-    assert dict(st.steps["extract"].dropped) == {"bad_http": 2}
+        ("https://b.example/deflate", PARAGRAPH), ("https://b.example/says-gzip", PARAGRAPH),
+        ("https://b.example/identified-html", PARAGRAPH)]
+    assert dict(st.steps["extract"].dropped) == {"bad_http": 2, "not_html": 1}
     _identity(st)
 
 
@@ -331,3 +339,21 @@ def test_warc_over_http_and_a_crawls_warc_paths(tmp_path):
         server.shutdown()
     with pytest.raises(ConfigError, match="crawl_files"):
         InputConfig(crawl="CC-MAIN-TEST", crawl_files="wat")
+
+
+@pytest.mark.parametrize("truncated", ["keep", "drop"])
+def test_a_response_cut_off_by_the_end_of_the_file(tmp_path, truncated):
+    raw = gzip.decompress(data_path(*EXCERPT).read_bytes())
+    last = raw.rfind(b"WARC-Type: response")
+    cut = tmp_path / "cut.warc"
+    cut.write_bytes(raw[: raw.index(b"</head>", last) + 6000])  # inside the last response's HTML body
+    st = Stats()
+    docs = list(read_wet(str(cut), st, truncated=truncated))
+    want = _excerpt_ids()
+    _identity(st)
+    if truncated == "keep":  # what is there is extracted, flagged, as for WET
+        assert [d.id for d in docs] == want and docs[-1].truncated and not any(d.truncated for d in docs[:-1])
+        assert st.counters["records_truncated_kept"] == 1 and st.docs_errored == 0
+        assert docs[-1].title and docs[-1].raw_content
+    else:
+        assert [d.id for d in docs] == want[:-1] and dict(st.errors) == {"truncated_record": 1}

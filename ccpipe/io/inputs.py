@@ -116,7 +116,8 @@ def expand_paths(cfg: InputConfig) -> list[str]:
             out.extend(matches)
         elif os.path.isdir(local):
             matches = sorted(
-                str(m) for m in Path(local).rglob("*") if m.is_file() and (".wet" in m.name or ".warc" in m.name or m.suffix == ".gz")
+                str(m) for m in Path(local).rglob("*")
+                if m.is_file() and (".wet" in m.name or ".warc" in m.name or m.suffix == ".gz")
             )
             if not matches:
                 raise InputError(f"input directory {p!r} holds no .wet/.warc/.gz file")

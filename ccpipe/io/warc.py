@@ -196,7 +196,8 @@ def write_warc(path, pages, *, gzip: bool = True, date: str = "2024-05-18T01:58:
         writer = WARCWriter(out, gzip=gzip)
         info = writer.create_warcinfo_record(path.name, {"software": "ccpipe"})
         info.rec_headers.replace_header("WARC-Date", date)  # not the time of writing: reproducible
-        info.rec_headers.replace_header("WARC-Record-ID", f"<urn:uuid:{uuid.UUID(hashlib.md5(path.name.encode()).hexdigest())}>")
+        info_id = uuid.UUID(hashlib.md5(path.name.encode()).hexdigest())
+        info.rec_headers.replace_header("WARC-Record-ID", f"<urn:uuid:{info_id}>")
         writer.write_record(info)
         for page in pages:
             url, ctype, payload = page[:3]
