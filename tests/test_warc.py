@@ -357,3 +357,24 @@ def test_a_response_cut_off_by_the_end_of_the_file(tmp_path, truncated):
         assert docs[-1].title and docs[-1].raw_content
     else:
         assert [d.id for d in docs] == want[:-1] and dict(st.errors) == {"truncated_record": 1}
+
+
+def test_a_warc_without_response_records_is_named(tmp_path):
+    from warcio.archiveiterator import ArchiveIterator
+    from warcio.warcwriter import WARCWriter
+
+    from ccpipe.io.input_check import InputTally
+
+    path = tmp_path / "requests-only.warc.gz"
+    with open(data_path(*EXCERPT), "rb") as src, open(path, "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        for rec in ArchiveIterator(src):
+            if rec.rec_type != "response":
+                writer.write_record(rec)
+    docs, st = _read(path)
+    tally = InputTally()
+    tally.add(str(path), st)
+    assert docs == [] and st.docs_read == 0
+    assert tally.problems() == {str(path): (
+        "input_no_records", "a WARC file with no response record: 17 request, 16 metadata, 1 warcinfo record(s) "
+        "(ccpipe reads WET conversion records and WARC response records)")}

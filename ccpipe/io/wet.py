@@ -1,4 +1,4 @@
-"""Streaming, damage-tolerant reader of Common Crawl WET files.
+"""Streaming, damage-tolerant reader of Common Crawl WET (and WARC) files.
 
 Layers, each doing one thing:
 
