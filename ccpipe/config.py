@@ -92,6 +92,11 @@ class ExtractConfig:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ConfigError(f"extract.engine must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.engine == "trafilatura":
+            import importlib.util
+
+            if importlib.util.find_spec("trafilatura") is None:
+                raise ConfigError("extract.engine: trafilatura is not installed: pip install 'ccpipe[trafilatura]'")
         if self.timeout_seconds is not None and not self.timeout_seconds > 0:
             raise ConfigError("extract.timeout_seconds must be > 0 (or null for no limit), "
                               f"got {self.timeout_seconds!r}")

@@ -291,6 +291,9 @@ def shared_extractor(engine: str, timeout: float | None) -> Extractor:
 def _serve(engine: str, rfd: int, wfd: int) -> None:
     """The helper: read ``(payload, charset)`` frames, answer ``("ok", Page fields)`` or
     ``("error", message)``, until the parent closes its end."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; EOF ends the helper
     rf = os.fdopen(rfd, "rb")
     wf = os.fdopen(wfd, "wb")
 

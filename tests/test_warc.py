@@ -232,8 +232,16 @@ def test_a_page_over_the_time_limit_is_dropped_and_the_next_one_is_extracted(tmp
     assert pids[0] != pids[1] == pids[2]  # the hung helper was replaced; a raising engine is not
 
 
-def test_extract_config_is_validated():
-    assert load_config(overrides={"extract.engine": "trafilatura"}).extract.engine == "trafilatura"
+def test_extract_config_is_validated(monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec("trafilatura") is not None:
+        assert load_config(overrides={"extract.engine": "trafilatura"}).extract.engine == "trafilatura"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "trafilatura" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"trafilatura is not installed: pip install 'ccpipe\[trafilatura\]'"):
+        load_config(overrides={"extract.engine": "trafilatura"})
+    monkeypatch.undo()
     assert load_config(overrides={"extract.timeout_seconds": None}).extract.timeout_seconds is None
     with pytest.raises(ConfigError, match="extract.engine must be one of"):
         load_config(overrides={"extract.engine": "lynx"})
