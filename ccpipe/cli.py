@@ -26,7 +26,8 @@ def command(name: str, add_args: Callable[[argparse.ArgumentParser], None]):
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="*", help="WET files, globs, directories or https:// / s3:// URLs")
+    p.add_argument("inputs", nargs="*",
+                   help="WET or WARC files (told apart by content), globs, directories or https:// / s3:// URLs")
     p.add_argument("-c", "--config", help="YAML config (see configs/); defaults apply otherwise")
     p.add_argument("-o", "--out", help="output run directory (output.dir)")
     p.add_argument("-w", "--workers", type=int, help="worker processes (executor.workers)")
@@ -34,6 +35,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="existing Ray cluster address (executor.ray_address)")
     p.add_argument("--crawl", help="Common Crawl snapshot id, e.g. CC-MAIN-2024-22 (input.crawl)")
     p.add_argument("--segments", help="lines of the crawl's wet.paths.gz, e.g. 0-9 (input.segments)")
+    p.add_argument("--crawl-files", choices=["wet", "warc"],
+                   help="with --crawl: read its WET files (default) or its WARC files (input.crawl_files)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument("--keep-work", action="store_true",
                    help="keep the scratch directory <out>/_work after success (output.keep_work)")
@@ -59,6 +62,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         ("ray_address", "executor.ray_address"),
         ("crawl", "input.crawl"),
         ("segments", "input.segments"),
+        ("crawl_files", "input.crawl_files"),
     ):
         v = getattr(args, flag, None)
         if v is not None:
@@ -75,7 +79,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 @command("run", _run_args)
 def _run(args: argparse.Namespace) -> int:
-    """Run (or resume) the pipeline on WET input."""
+    """Run (or resume) the pipeline on WET or WARC input."""
     from ccpipe.config import load_config
     from ccpipe.pipeline import run_pipeline
 

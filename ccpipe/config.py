@@ -23,11 +23,16 @@ from ccpipe.errors import ConfigError
 @dataclass(kw_only=True)
 class InputConfig:
     paths: list[str] = field(default_factory=list)
-    """WET inputs: local files, globs, https:// or s3:// URLs."""
+    """WET or WARC inputs (told apart by content, not by name): local files, globs,
+    https:// or s3:// URLs."""
     crawl: str | None = None
-    """A Common Crawl snapshot id such as ``CC-MAIN-2024-22``: read its ``wet.paths.gz``."""
+    """A Common Crawl snapshot id such as ``CC-MAIN-2024-22``: read its ``wet.paths.gz``
+    (or ``warc.paths.gz``, see ``crawl_files``)."""
+    crawl_files: str = "wet"
+    """With ``crawl``: ``wet`` (the snapshot's text files) or ``warc`` (its HTML
+    responses, turned into text by main-text extraction: the ``extract`` section)."""
     segments: str | None = None
-    """With ``crawl``: which lines of ``wet.paths.gz`` to read, e.g. ``0-9`` or ``5``."""
+    """With ``crawl``: which lines of ``<crawl_files>.paths.gz`` to read, e.g. ``0-9`` or ``5``."""
     base_url: str = "https://data.commoncrawl.org/"
     """Where crawl paths are resolved (an ``s3://commoncrawl/`` prefix works too)."""
     split_mb: float = 4.0
@@ -63,8 +68,43 @@ class InputConfig:
         if not 0 < self.retry_base_seconds <= self.retry_max_seconds:
             raise ConfigError("input retry waits must satisfy 0 < retry_base_seconds <= retry_max_seconds, "
                               f"got {self.retry_base_seconds} and {self.retry_max_seconds}")
+        if self.crawl_files not in ("wet", "warc"):
+            raise ConfigError(f"input.crawl_files must be 'wet' or 'warc', got {self.crawl_files!r}")
         if self.segments and not self.crawl:
             raise ConfigError("input.segments needs input.crawl (e.g. CC-MAIN-2024-22)")
+
+
+@dataclass(kw_only=True)
+class ExtractConfig:
+    """Main-text extraction from the HTML responses of WARC input (WET input has its
+    text already and ignores this section)."""
+
+    engine: str = "resiliparse"
+    """``resiliparse`` (the default: fast, what DCLM used) or ``trafilatura`` (what
+    FineWeb used; ~10x slower; ``pip install 'ccpipe[trafilatura]'``)."""
+    timeout_seconds: float | None = 5.0
+    """Time limit per record: extraction runs in a helper process that is killed and
+    restarted when a page takes longer, and the record is counted as dropped
+    (``extract/timeout``). ``null`` extracts in the reading process, with no limit."""
+    max_bytes: int = 4 * 1024 * 1024
+    """HTML payloads larger than this are skipped (``extract/too_large``)."""
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(f"extract.engine must be one of {list(ENGINES)}, got {self.engine!r}")
+        if self.engine == "trafilatura":
+            import importlib.util
+
+            if importlib.util.find_spec("trafilatura") is None:
+                raise ConfigError("extract.engine: trafilatura is not installed: pip install 'ccpipe[trafilatura]'")
+        if self.timeout_seconds is not None and not self.timeout_seconds > 0:
+            raise ConfigError("extract.timeout_seconds must be > 0 (or null for no limit), "
+                              f"got {self.timeout_seconds!r}")
+        if self.max_bytes < 1:
+            raise ConfigError(f"extract.max_bytes must be >= 1, got {self.max_bytes}")
+
+
+ENGINES = ("resiliparse", "trafilatura")
 
 
 @dataclass(kw_only=True)
@@ -369,6 +409,7 @@ class ExecutorConfig:
 @dataclass(kw_only=True)
 class PipelineConfig:
     input: InputConfig = field(default_factory=InputConfig)
+    extract: ExtractConfig = field(default_factory=ExtractConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     langid: LangIdConfig = field(default_factory=LangIdConfig)
     minhash: MinHashConfig = field(default_factory=MinHashConfig)

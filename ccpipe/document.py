@@ -8,7 +8,8 @@ from typing import Any
 
 @dataclass(slots=True)
 class Document:
-    """One web page, as read from a WET conversion record.
+    """One web page, as read from a WET conversion record or extracted from the HTML
+    of a WARC response record (:mod:`ccpipe.io.warc`).
 
     Field names follow CCNet's output where CCNet has the field. ``length`` and
     ``original_length`` count characters of ``raw_content`` (CCNet's first
@@ -37,6 +38,13 @@ class Document:
     """WARC-Identified-Content-Language of 2018+ files (Common Crawl's own guess)."""
     truncated: bool = False
     """The record was cut off by the end of its file; ``raw_content`` is the readable part."""
+    content_type: str | None = None
+    """WARC input: the HTTP Content-Type media type (``text/html``); None for WET."""
+    charset: str | None = None
+    """WARC input: the character encoding the HTML was decoded with (WHATWG name)."""
+    html_lang: str | None = None
+    """WARC input: the language the page declares (``<html lang>``, else a
+    content-language meta tag or HTTP header), as written there."""
     position: int = -1
     """Index of the record among the documents read from its shard (its place in the
     run's scratch files); set by the run, -1 outside one."""

@@ -7,6 +7,7 @@ Everything lives under one cache directory, ``$CCPIPE_HOME`` (default
     models/    trained models (SentencePiece, KenLM, quality classifier)
     corpora/   reference text: wiki/en.txt, docs/<lang>.txt, SOURCES.txt
     demo/      the embedded demo crawl: demo.warc.wet.gz, demo-000N.warc.wet.gz, wet.paths
+    demo-warc/ the same pages as WARC files of HTML responses: demo-000N.warc.gz, warc.paths
     cache/     downloads kept between runs (Debian .deb files, ...)
 """
 from __future__ import annotations

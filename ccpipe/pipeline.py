@@ -161,7 +161,7 @@ def read_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
     n = 0
     seconds = {"line_hash": 0.0, "sign": 0.0}
     clock = time.perf_counter
-    for doc in write_doc_cache(spec.doc_cache(tid), read_input(shard.path, read_stats, shard.range, cfg.input)):
+    for doc in write_doc_cache(spec.doc_cache(tid), read_input(shard.path, read_stats, shard.range, cfg.input, cfg.extract)):
         n += 1
         if hasher is not None:
             t0 = clock()
@@ -197,7 +197,7 @@ def _read_shard(spec: RunSpec, shard: Shard, stats: Stats) -> Iterator[Document]
         return read_doc_cache(spec.doc_cache(shard.task_id))
 
     def numbered() -> Iterator[Document]:
-        for i, doc in enumerate(read_input(shard.path, stats, shard.range, spec.config.input)):
+        for i, doc in enumerate(read_input(shard.path, stats, shard.range, spec.config.input, spec.config.extract)):
             doc.position = i
             yield doc
 

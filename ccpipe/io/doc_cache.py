@@ -28,6 +28,9 @@ _FIELDS = [
     ("content_length", pa.int64()),
     ("cc_languages", pa.string()),
     ("truncated", pa.bool_()),
+    ("content_type", pa.string()),
+    ("charset", pa.string()),
+    ("html_lang", pa.string()),
 ]
 _SCHEMA = pa.schema(_FIELDS)
 _NAMES = [n for n, _ in _FIELDS]

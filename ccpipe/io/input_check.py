@@ -1,24 +1,26 @@
 """Which input files gave nothing usable, and what they look like.
 
-A batch job fed the wrong files (a WARC file instead of a WET file, a gzipped
-CSV, random bytes, an empty file) must not end in a silent empty success. The
-reader counts per shard what it met: conversion records (``docs_read``), other
-WARC record types (``records_<type>``), unreadable records (``errors``),
-uncompressed bytes (``bytes_uncompressed``) and bytes outside any record
-(``bytes_skipped_outside_records``). A shard reads one file, so
+A batch job fed the wrong files (a gzipped CSV, random bytes, an empty file, a
+WARC file of PDFs) must not end in a silent empty success. The reader counts per
+shard what it met: WET conversion records and WARC response records
+(``docs_read``), every WARC record type (``records_<type>``), unreadable records
+(``errors``), responses that gave no text (drops of the ``extract`` step, by
+reason), uncompressed bytes (``bytes_uncompressed``) and bytes outside any
+record (``bytes_skipped_outside_records``). A shard reads one file, so
 :class:`InputTally` adds a run's shard stats up per file and names every file
 that
 
-- yielded no readable conversion record (reason ``input_no_records``), or
+- yielded no document: no readable conversion record and no response with text
+  (reason ``input_no_records``), or
 - whose uncompressed bytes lie mostly outside WARC records
   (``input_mostly_outside_records``),
 
 with a short description of what the file looks like, e.g. ``empty file (0
 bytes)``, ``not gzip: binary data starting 9c 1e 04 ...``, ``gzip holding text
-starting 'url,title'``, ``a WARC file, not WET: 16 response, 17 request, 16
-metadata, 1 warcinfo record(s) and no conversion record``. A file the reader
-could not open or download is named by the reader itself (``input.on_error:
-skip``) and counted here as ``input_unreadable``.
+starting 'url,title'``, ``a WARC file with no usable HTML response: 3 response,
+3 request record(s); responses skipped: pdf 1, image 1, http_status 1``. A file
+the reader could not open or download is named by the reader itself
+(``input.on_error: skip``) and counted here as ``input_unreadable``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ _SNIFF_BYTES = 64 * 1024
 # reader counters named records_* that count conversion records, not record types
 _NOT_RECORD_TYPES = {"records_length_repaired", "records_truncated_kept"}
 _LISTED = 10  # files named in the error of a run that read nothing
+EXTRACT_STEP = "extract"  # ccpipe.io.warc.STEP_NAME (not imported: that pulls in the extractors)
 
 
 @dataclass(slots=True)
@@ -47,8 +50,10 @@ class FileTally:
     """What the reader met in one input file, over all its shards."""
 
     docs: int = 0
-    """Conversion records, readable or not."""
+    """Conversion and response records, readable or not."""
     errors: Counter = field(default_factory=Counter)
+    skipped: Counter = field(default_factory=Counter)
+    """Response records that gave no document, by reason (``pdf``, ``timeout``, ...)."""
     records: Counter = field(default_factory=Counter)
     """Other WARC records by type (``response``, ``warcinfo``, ...)."""
     bytes_total: int = 0
@@ -58,7 +63,7 @@ class FileTally:
 
     @property
     def readable_docs(self) -> int:
-        return self.docs - sum(self.errors.values())
+        return self.docs - sum(self.errors.values()) - sum(self.skipped.values())
 
 
 class InputTally:
@@ -71,6 +76,8 @@ class InputTally:
         f = self.files.setdefault(path, FileTally())
         f.docs += stats.docs_read
         f.errors.update(stats.errors)
+        if EXTRACT_STEP in stats.steps:
+            f.skipped.update(stats.steps[EXTRACT_STEP].dropped)
         for key, n in stats.counters.items():
             if key.startswith("records_") and key not in _NOT_RECORD_TYPES:
                 f.records[key[len("records_"):]] += n
@@ -90,7 +97,7 @@ class InputTally:
             elif f.bytes_total and f.bytes_outside > MOSTLY_OUTSIDE * f.bytes_total:
                 out[path] = ("input_mostly_outside_records",
                              f"{f.bytes_outside / f.bytes_total:.0%} of its {_size(f.bytes_total)} (uncompressed) "
-                             f"lie outside WARC records; {f.readable_docs} conversion record(s) read")
+                             f"lie outside WARC records; {f.readable_docs} document(s) read")
         return out
 
     def apply(self, total: Stats) -> None:
@@ -101,14 +108,19 @@ class InputTally:
 
 
 def describe_empty(path: str, f: FileTally) -> str:
-    """Why a file gave no readable conversion record, and what it looks like."""
+    """Why a file gave no document, and what it looks like."""
+    if f.records.get("response"):
+        listing = ", ".join(f"{n} {t}" for t, n in sorted(f.records.items(), key=lambda kv: (-kv[1], kv[0])))
+        why = ", ".join(f"{k} {v}" for k, v in sorted((f.skipped + f.errors).items(), key=lambda kv: (-kv[1], kv[0])))
+        return f"a WARC file with no usable HTML response: {listing} record(s); responses skipped: {why}"
     if f.docs:
         errs = ", ".join(f"{k} {v}" for k, v in f.errors.most_common())
         return f"{f.docs} conversion record(s), none readable ({errs})"
     if f.records:
         listing = ", ".join(f"{n} {t}" for t, n in sorted(f.records.items(), key=lambda kv: (-kv[1], kv[0])))
-        if f.records.keys() & {"response", "request", "resource", "revisit"}:
-            return f"a WARC file, not WET: {listing} record(s) and no conversion record (ccpipe reads WET files)"
+        if f.records.keys() & {"request", "resource", "revisit"}:
+            return (f"a WARC file with no response record: {listing} record(s) (ccpipe reads WET conversion "
+                    "records and WARC response records)")
         return f"WARC records but no conversion record: {listing}"
     return f"{sniff(path)}; no WARC record in it"
 
@@ -153,16 +165,17 @@ def _size(n: int) -> str:
 
 
 def report(stats: Stats) -> None:
-    """Log every problem file; raise when no input yielded a readable record."""
+    """Log every problem file; raise when no input yielded a document."""
     for path, text in sorted(stats.file_problems.items()):
         log.warning("input %s: %s", path, text)
-    if stats.docs_read - stats.docs_errored > 0:
+    skipped = sum(stats.steps[EXTRACT_STEP].dropped.values()) if EXTRACT_STEP in stats.steps else 0
+    if stats.docs_read - stats.docs_errored - skipped > 0:
         return
     named = sorted(stats.file_problems.items())
     listing = "; ".join(f"{p}: {t}" for p, t in named[:_LISTED])
     more = f"; and {len(named) - _LISTED} more" if len(named) > _LISTED else ""
     raise InputError(
-        "no input yielded a readable WET record"
+        "no input yielded a document (a readable WET record or an HTML response with text)"
         + (f" ({listing}{more})" if named else "")
-        + ". Check the input paths: ccpipe reads Common Crawl WET files (*.warc.wet.gz)"
+        + ". Check the input paths: ccpipe reads Common Crawl WET and WARC files (*.warc.wet.gz, *.warc.gz)"
     )

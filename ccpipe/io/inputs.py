@@ -47,7 +47,7 @@ def http_get(url: str, *, attempts: int = 8, backoff: float = 2.0, max_seconds: 
                                   timeout=timeout))
 
 
-def parse_segments(spec: str | None, n: int) -> range:
+def parse_segments(spec: str | None, n: int, kind: str = "WET") -> range:
     if not spec:
         return range(n)
     try:
@@ -59,17 +59,18 @@ def parse_segments(spec: str | None, n: int) -> range:
     except ValueError:
         raise ConfigError(f"input.segments {spec!r} must be N or A-B (inclusive)") from None
     if not r or r.start < 0 or r.stop > n:
-        raise ConfigError(f"input.segments {spec!r} is outside 0-{n - 1} (the crawl has {n} WET files)")
+        raise ConfigError(f"input.segments {spec!r} is outside 0-{n - 1} (the crawl has {n} {kind} files)")
     return r
 
 
 def crawl_paths(cfg: InputConfig, cache_dir: Path | None = None) -> list[str]:
-    """WET file URLs of a crawl's segment range, from its ``wet.paths.gz`` (cached)."""
+    """WET (or WARC, ``input.crawl_files``) file URLs of a crawl's segment range, from
+    its ``wet.paths.gz`` (``warc.paths.gz``), cached."""
     from ccpipe.paths import ccpipe_home
 
     base = cfg.base_url.rstrip("/") + "/"
-    name = f"crawl-data/{cfg.crawl}/wet.paths.gz"
-    cache = (cache_dir or ccpipe_home() / "crawls") / f"{cfg.crawl}.wet.paths.gz"
+    name = f"crawl-data/{cfg.crawl}/{cfg.crawl_files}.paths.gz"
+    cache = (cache_dir or ccpipe_home() / "crawls") / f"{cfg.crawl}.{cfg.crawl_files}.paths.gz"
     if cache.is_file():
         raw = cache.read_bytes()
     else:
@@ -88,7 +89,7 @@ def crawl_paths(cfg: InputConfig, cache_dir: Path | None = None) -> list[str]:
         tmp.write_bytes(raw)
         os.replace(tmp, cache)
     lines = [ln for ln in gzip.decompress(raw).decode().splitlines() if ln.strip()]
-    return [base + lines[i] for i in parse_segments(cfg.segments, len(lines))]
+    return [base + lines[i] for i in parse_segments(cfg.segments, len(lines), cfg.crawl_files.upper())]
 
 
 def expand_paths(cfg: InputConfig) -> list[str]:
@@ -115,10 +116,11 @@ def expand_paths(cfg: InputConfig) -> list[str]:
             out.extend(matches)
         elif os.path.isdir(local):
             matches = sorted(
-                str(m) for m in Path(local).rglob("*") if m.is_file() and (".wet" in m.name or m.suffix == ".gz")
+                str(m) for m in Path(local).rglob("*")
+                if m.is_file() and (".wet" in m.name or ".warc" in m.name or m.suffix == ".gz")
             )
             if not matches:
-                raise InputError(f"input directory {p!r} holds no .wet/.gz file")
+                raise InputError(f"input directory {p!r} holds no .wet/.warc/.gz file")
             out.extend(matches)
         elif os.path.isfile(local):
             out.append(local)
@@ -127,7 +129,7 @@ def expand_paths(cfg: InputConfig) -> list[str]:
     if cfg.crawl:
         out.extend(crawl_paths(cfg))
     if not out:
-        raise ConfigError("no input: give WET paths (ccpipe run FILE...) or input.crawl + input.segments")
+        raise ConfigError("no input: give WET or WARC paths (ccpipe run FILE...) or input.crawl + input.segments")
     return out
 
 

@@ -41,6 +41,9 @@ BASE_SCHEMA = pa.schema(
         ("cc_languages", pa.string()),
         ("cc_segment", pa.string()),
         ("truncated", pa.bool_()),
+        ("content_type", pa.string()),
+        ("charset", pa.string()),
+        ("html_lang", pa.string()),
     ]
 )
 _BASE_NAMES = [f.name for f in BASE_SCHEMA]

@@ -1,4 +1,4 @@
-"""Streaming, damage-tolerant reader of Common Crawl WET files.
+"""Streaming, damage-tolerant reader of Common Crawl WET (and WARC) files.
 
 Layers, each doing one thing:
 
@@ -13,7 +13,9 @@ Layers, each doing one thing:
    separator; when a record is damaged the framer counts it and resynchronises on
    the next ``WARC/1.x`` header line instead of giving up on the file.
 3. ``read_wet``: turns conversion records into :class:`Document`, headers read
-   by name with warcio's parser (2018+ files carry more headers than 2013 ones).
+   by name with warcio's parser (2018+ files carry more headers than 2013 ones);
+   the ``response`` records of a WARC file go to :mod:`ccpipe.io.warc` (HTML ->
+   main text), so WET and WARC inputs are told apart by content, not by name.
 
 Every problem lands in a :class:`Stats` under a named reason; nothing raises
 for bad data except a path that cannot be opened at all.
@@ -31,7 +33,7 @@ from urllib.parse import urlparse
 
 from warcio.statusandheaders import StatusAndHeadersParser, StatusAndHeadersParserException
 
-from ccpipe.config import InputConfig
+from ccpipe.config import ExtractConfig, InputConfig
 from ccpipe.document import Document
 from ccpipe.errors import InputError
 from ccpipe.io.http import Backoff, HttpFile
@@ -299,9 +301,11 @@ def _decode_cut(body: bytes) -> str:
         raise
 
 
-def read_input(path: str, stats: Stats, rng: ByteRange, cfg: InputConfig) -> Iterator[Document]:
+def read_input(path: str, stats: Stats, rng: ByteRange, cfg: InputConfig,
+               extract: ExtractConfig | None = None) -> Iterator[Document]:
     """:func:`read_wet` under the input section of the config: its treatment of
-    truncated records, its retry settings and its error policy.
+    truncated records, its retry settings and its error policy; ``extract`` is how
+    the HTML of WARC response records becomes text (default: ``ExtractConfig()``).
 
     With ``input.on_error: skip``, an input that cannot be read (it cannot be
     opened, a download keeps failing, a read error) is named in
@@ -311,7 +315,7 @@ def read_input(path: str, stats: Stats, rng: ByteRange, cfg: InputConfig) -> Ite
     backoff = Backoff(attempts=cfg.retry_attempts, base_seconds=cfg.retry_base_seconds,
                       max_seconds=cfg.retry_max_seconds)
     try:
-        yield from read_wet(path, stats, rng, truncated=cfg.truncated, backoff=backoff)
+        yield from read_wet(path, stats, rng, truncated=cfg.truncated, backoff=backoff, extract=extract)
     except InputError as e:
         if cfg.on_error != "skip":
             raise
@@ -320,8 +324,11 @@ def read_input(path: str, stats: Stats, rng: ByteRange, cfg: InputConfig) -> Ite
 
 
 def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str | None = None,
-             truncated: str = "keep", *, backoff: Backoff | None = None) -> Iterator[Document]:
-    """Yield the conversion records of one WET file (or a byte range of it) as Documents.
+             truncated: str = "keep", *, backoff: Backoff | None = None,
+             extract: ExtractConfig | None = None) -> Iterator[Document]:
+    """Yield the conversion records of one WET file (or a byte range of it) as Documents;
+    the HTML response records of a WARC file become Documents by main-text extraction
+    under ``extract`` (:mod:`ccpipe.io.warc`). A file is WET or WARC by what it holds.
 
     ``stats`` receives ``docs_read``/``chars_read`` and every problem by reason.
     ``truncated``: a record cut off by the end of the file is kept with its readable
@@ -331,7 +338,7 @@ def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str
     requests are retried with ``backoff`` (``ccpipe.io.http``).
     """
     try:
-        yield from _read_wet(path, stats, rng, segment, truncated, backoff)
+        yield from _read_wet(path, stats, rng, segment, truncated, backoff, extract)
     except InputError:
         raise
     except OSError as e:  # a read error after a successful open (EIO, a vanished mount, ...)
@@ -339,13 +346,31 @@ def read_wet(path: str, stats: Stats, rng: ByteRange = ByteRange(), segment: str
 
 
 def _read_wet(path: str, stats: Stats, rng: ByteRange, segment: str | None, truncated: str,
-              backoff: Backoff | None) -> Iterator[Document]:
+              backoff: Backoff | None, extract: ExtractConfig | None = None) -> Iterator[Document]:
     segment = segment or path
     logged = 0
+    responses = None  # made at the first response record
     with open_binary(path, backoff) as f:
         for rec in _frame_records(_decompressed_chunks(f, rng, stats), stats):
             h = rec.headers
             rtype = (h.get_header("WARC-Type") or "").strip() if h is not None else None
+            if rtype == "response":  # a WARC file: HTML responses -> main text
+                stats.counters["records_response"] += 1
+                if responses is None:
+                    from ccpipe.io.warc import ResponseReader
+
+                    responses = ResponseReader(path, segment, stats, extract or ExtractConfig())
+                cut = rec.status == "truncated_record" and truncated == "keep"
+                if rec.status in ("ok", "repaired") or cut:
+                    if rec.status == "repaired":
+                        stats.counters["records_length_repaired"] += 1
+                    doc = responses.document(h, rec.body, cut)
+                    if doc is not None:
+                        yield doc
+                else:
+                    stats.docs_read += 1
+                    stats.error(rec.status)
+                continue
             if rtype is not None and rtype != "conversion":
                 stats.counters[f"records_{rtype or 'untyped'}"] += 1
                 if rec.status != "ok":
