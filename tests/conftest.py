@@ -57,3 +57,16 @@ def write_wet(path: Path, pages: list[tuple[str, str]], *, gzip_per_record: bool
         writer.write_record(rec)
     path.write_bytes(buf.getvalue())
     return path
+
+
+def dropped_rows(out: Path) -> tuple[list[tuple], list[tuple]]:
+    """A run's kept dropped documents and summary rows, per file, in file order
+    (``ccpipe.dropped``): what resume, retries and executors must reproduce exactly."""
+    from ccpipe.io.dataset import dropped_files
+    import pyarrow.parquet as pq
+
+    docs = [(f.name, *r.values()) for f in dropped_files(out, "docs")
+            for r in pq.read_table(f, columns=["id", "raw_content", "drop_step", "drop_reason", "drop_value",
+                                               "drop_detail", "dup_kept_id"]).to_pylist()]
+    summary = [(f.name, *r.values()) for f in dropped_files(out, "summary") for r in pq.read_table(f).to_pylist()]
+    return docs, summary
