@@ -121,9 +121,9 @@ class _Explainer:
                 return None, "no text", {}
             return float(doc.nlines), f"all {doc.nlines} lines occur in another document of the shard group", {}
         if name == "quality" and hasattr(step, "measure"):
-            value, limit, op = step.measure(doc.raw_content, doc.language, reason)
-            if value is not None:
-                return value, f"{reason}: {_fmt(value)} {op} {_fmt(limit)}", {}
+            got = step.measure(doc.raw_content, doc.language, reason)
+            if got is not None:
+                return float(got[0]), f"{reason}: {_fmt(got[0])} {got[1]}", {}
             return None, reason, {}
         for col, limit_attr in (("quality_score", "drop_below"), ("ref_score", "threshold")):
             if col in doc.extras and doc.extras[col] is not None and hasattr(step, limit_attr):

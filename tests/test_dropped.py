@@ -13,6 +13,7 @@ from ccpipe.config import load_config
 from ccpipe.errors import ConfigError
 from ccpipe.io.dataset import dropped_files, read_dropped, read_rows
 from ccpipe.pipeline import run_pipeline
+from ccpipe.steps.quality import GopherQuality
 from tests.conftest import ROOT, data_path
 
 
@@ -54,6 +55,10 @@ def test_every_dropped_document_is_kept_with_its_reason_and_value(all_run):
     assert mh and all(r["dup_kept_id"] in kept and r["drop_value"] >= 2 and r["dup_kept_id"] in r["drop_detail"] for r in mh)
     gopher = [r for r in rows if r["drop_step"] == "quality"]
     assert gopher and all(r["drop_reason"].startswith("gopher_") and r["drop_detail"].startswith(r["drop_reason"]) for r in gopher)
+    rules = GopherQuality.from_config(_cfg(out).quality)
+    for r in gopher:  # the kept text is what the step judged, and the value is the rule's measure of it
+        assert rules.check_document(r["raw_content"], r["language"]) == r["drop_reason"]
+        assert r["drop_value"] == pytest.approx(rules.measure(r["raw_content"], r["language"], r["drop_reason"])[0])
     c = stats.counters
     assert c["dropped_docs_kept"] == len(dropped) and c["dropped_docs_summarized"] == summary.num_rows
     files = dropped_files(out, "docs") + dropped_files(out, "summary")
