@@ -60,6 +60,8 @@ class AuditConfig:
     """MinHash clusters shown side by side (kept member and a removed one)."""
     cluster_chars: int = 1500
     """Characters of each member compared in a MinHash cluster view."""
+    max_files_listed: int = 50
+    """Input files listed (and in the config shown); the rest are counted."""
 
     def __post_init__(self) -> None:
         if not 0 < self.near_dup_cosine <= 1:
@@ -68,7 +70,7 @@ class AuditConfig:
             raise ValueError("atypical_share must lie in (0, 1)")
         if min(self.top_atypical, self.near_dup_neighbours, self.max_clusters_listed, self.max_languages_plotted, self.geometry_sample,
                self.examples_per_reason, self.text_chars, self.samples_per_partition, self.max_partitions_sampled,
-               self.top_domains, self.clusters_shown, self.cluster_chars) < 1:
+               self.top_domains, self.clusters_shown, self.cluster_chars, self.max_files_listed) < 1:
             raise ValueError("counts must be >= 1")
 
 

@@ -118,7 +118,9 @@ def section_funnel(d: RunData) -> str:
     else:
         out.append("<p>No document was dropped.</p>")
     if s.get("file_problems"):
-        out.append("<h3>File problems</h3>" + table(["file", "problem"], [[k, v] for k, v in s["file_problems"].items()]))
+        probs = list(s["file_problems"].items())
+        more = f"<p>... and {len(probs) - 200:,} more files with problems (stats/run.json names them all).</p>" if len(probs) > 200 else ""
+        out.append("<h3>File problems</h3>" + table(["file", "problem"], [[k, v] for k, v in probs[:200]]) + more)
     if s.get("file_errors"):
         out.append("<h3>Damage inside files</h3>" + table(["problem", "count"], [[k, v] for k, v in s["file_errors"].items()]))
     return "".join(out)
@@ -354,7 +356,7 @@ def section_samples(d: RunData, cfg: AuditConfig) -> str:
     return "".join(out)
 
 
-def section_run(d: RunData) -> str:
+def section_run(d: RunData, cfg: AuditConfig) -> str:
     out = ["<h2 id='run'>Run</h2>"]
     info, rec, c = d.info, d.record, d.stats.get("counters", {})
     inv = info.get("invocations", [])
@@ -371,12 +373,20 @@ def section_run(d: RunData) -> str:
     per_file = Counter(p for p, *_ in shards)
     sizes = {x["path"]: x.get("bytes") for x in info.get("inputs", [])}
     problems = d.stats.get("file_problems", {})
+    cap = cfg.max_files_listed
     if per_file:
-        out.append("<h3>Inputs</h3>" + table(["file", "bytes", "shards", "problem"],
-                   [[p, sizes.get(p) if sizes.get(p) is not None else "", n, problems.get(p, "")] for p, n in per_file.items()]))
+        listed = list(per_file.items())[:cap]
+        out.append(f"<h3>Inputs</h3><p>{len(per_file):,} files, {len(shards):,} shards"
+                   + (f"; the first {cap} listed" if len(per_file) > cap else "") + ".</p>"
+                   + table(["file", "bytes", "shards", "problem"],
+                           [[p, sizes.get(p) if sizes.get(p) is not None else "", n, problems.get(p, "")] for p, n in listed]))
     if rec.get("config"):
+        config = json.loads(json.dumps(rec["config"]))
+        paths = (config.get("input") or {}).get("paths")
+        if isinstance(paths, list) and len(paths) > cap:
+            config["input"]["paths"] = paths[:cap] + [f"... and {len(paths) - cap:,} more"]
         out.append("<h3>Config</h3><details><summary>the run's config (stats/run_config.json)</summary><pre>"
-                   + _e(json.dumps(rec["config"], indent=2, sort_keys=True)) + "</pre></details>")
+                   + _e(json.dumps(config, indent=2, sort_keys=True)) + "</pre></details>")
     return "".join(out)
 
 
@@ -555,7 +565,7 @@ def build_report(run: str | os.PathLike[str], compare: str | os.PathLike[str] | 
     b = load_run(compare, cfg, with_geometry=False) if compare is not None else None
     sections = [section_summary(a), section_funnel(a), section_dropped(a, cfg), section_domains(a, cfg), section_lengths(a),
                 section_languages(a), section_samples(a, cfg), section_perplexity(a, cfg), section_ref(a), section_quality_score(a),
-                section_dedup(a, cfg), section_geometry(a, cfg), section_run(a)]
+                section_dedup(a, cfg), section_geometry(a, cfg), section_run(a, cfg)]
     nav = ["summary", "funnel", "dropped", "domains", "lengths", "languages", "samples", "perplexity", "ref", "quality", "dedup",
            "density", "clusters", "run"]
     if b is not None:
