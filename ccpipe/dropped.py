@@ -16,6 +16,10 @@ files land under ``<out>/dropped/``:
   the first ``output.dropped_per_reason`` documents of each (step, reason) in
   the shard, in input order; with ``all`` every dropped document; with
   ``none`` nothing is written.
+- ``cluster_kept/part-NNNNN.parquet``: ``id`` and ``raw_content`` of the kept member
+  of a MinHash cluster as MinHash saw it (before line dedup strips the lines it
+  shares with its removed copies), the first ``dropped_per_reason`` per shard (all
+  with ``all``), so the audit can show a kept member beside a removed one.
 - ``summary/part-NNNNN.parquet``: one small row per dropped document, always
   all of them (``sample`` and ``all``): ``source_domain``, ``length``,
   ``nlines``, ``drop_step``, ``drop_reason``, ``drop_value``, no text. The
@@ -67,6 +71,10 @@ def docs_path(out_dir: Path, task_id: int) -> Path:
 
 def summary_path(out_dir: Path, task_id: int) -> Path:
     return Path(out_dir) / DROPPED_DIR / "summary" / f"part-{task_id:05d}.parquet"
+
+
+def cluster_kept_path(out_dir: Path, task_id: int) -> Path:
+    return Path(out_dir) / DROPPED_DIR / "cluster_kept" / f"part-{task_id:05d}.parquet"
 
 
 def docs_schema(row_schema: pa.Schema) -> pa.Schema:
@@ -149,6 +157,15 @@ class DropSink:
         self._summary: dict[str, list] = {f.name: [] for f in SUMMARY_SCHEMA}
         self._writer: pq.ParquetWriter | None = None
         self.docs_written = 0
+        self._cluster_kept: dict[str, list] = {"id": [], "raw_content": []}
+
+    def passed(self, step: Any, doc: Document) -> None:
+        """``step`` kept ``doc``: a MinHash cluster's kept member is recorded as MinHash saw it."""
+        if step.name == "minhash" and (doc.extras.get("dup_cluster_size") or 1) > 1:
+            ck = self._cluster_kept
+            if self.mode == "all" or len(ck["id"]) < self.per_reason:
+                ck["id"].append(doc.id)
+                ck["raw_content"].append(doc.raw_content)
 
     def add(self, step: Any, reason: str, doc: Document) -> None:
         """Record that ``step`` dropped ``doc`` for ``reason``."""
@@ -198,6 +215,13 @@ class DropSink:
             self._writer.close()
             dest = docs_path(self.out_dir, self.task_id)
             os.replace(self._docs_tmp, dest)
+            written.append(dest)
+        if self._cluster_kept["id"]:
+            dest = cluster_kept_path(self.out_dir, self.task_id)
+            tmp = self._tmp(dest)
+            pq.write_table(pa.table(self._cluster_kept, schema=pa.schema([("id", pa.string()), ("raw_content", pa.large_string())])),
+                           tmp, compression=self.compression)
+            os.replace(tmp, dest)
             written.append(dest)
         if self._summary["drop_step"]:
             dest = summary_path(self.out_dir, self.task_id)

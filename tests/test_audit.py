@@ -306,8 +306,20 @@ def test_minhash_shown_as_cluster_sizes_and_clusters_side_by_side(report: str, r
     assert mh, "the real excerpts have near duplicates"
     assert "near-duplicate clusters by size" in sec or "MinHash cluster sizes" in sec
     assert "Clusters side by side" in sec and html_escape(mh[0]["url"][:90]) in sec
-    assert "class='ins'" in sec or "class='del'" in sec  # differences highlighted
+    assert "as MinHash saw it" in sec  # the kept member's text from before line dedup (dropped/cluster_kept/)
+    assert "identical texts" in sec  # the real excerpts' duplicates are exact copies
     assert "<details><summary>MinHash counters" in sec  # the raw counters folded away
+
+
+def test_near_duplicate_cluster_side_by_side_highlights_the_edited_line(tmp_path: Path) -> None:
+    from tests.conftest import near_duplicate_run
+
+    run, edited = near_duplicate_run(tmp_path)
+    sec = _section(build_report(run), "dedup")
+    assert "Clusters side by side" in sec and "?copy=1" in sec  # the copy is the removed member
+    assert f"<span class='ins'>{html_escape(edited)}</span>" in sec  # its edited line highlighted on its side
+    assert sec.count("<span class='del'>") == 1  # and the one original line it replaced on the kept side
+    assert "1 of " in text_of(sec) and "lines differ" in text_of(sec)
 
 
 def test_file_problems_name_the_file(tmp_path: Path, real_run: Path) -> None:

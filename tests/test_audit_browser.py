@@ -72,3 +72,25 @@ def test_report_loads_without_console_errors_and_shows_plots(report_file: Path, 
     orange = int(((r > 190) & (g > 100) & (g < 160) & (b < 80)).sum())
     assert blue > 5000 and orange > 5000, (blue, orange)
     shutil.copy(shot, report_file.with_suffix(".png"))  # kept beside the report for a look
+
+
+def test_whole_page_with_dropped_documents_and_clusters_renders(report_file: Path, tmp_path: Path) -> None:
+    """The whole page in one tall screenshot: the dropped-document, domain, sample, MinHash
+    side-by-side and run sections load with no console message, the differing lines of
+    the clusters shown side by side are highlighted, and text cells stay inside the page."""
+    from PIL import Image
+
+    html = report_file.read_text()
+    for anchor in ("dropped", "domains", "lengths", "samples", "quality", "dedup", "run"):
+        assert f"<h2 id='{anchor}'>" in html, anchor
+    shot = tmp_path / "whole.png"
+    msgs = headless(report_file, shot, tmp_path, height=16000)
+    assert msgs == []
+    px = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
+    near = lambda rgb: (np.abs(px - np.array(rgb)).sum(axis=2) <= 6)  # noqa: E731
+    assert near((211, 242, 211)).sum() > 500, "no highlighted line in the removed cluster member"  # .ins
+    assert near((250, 250, 250)).sum() > 20000, "no text cells (.txt background)"
+    # nothing is drawn past the page's 1100px column plus its margins: long URLs and texts wrap
+    right = px[:, 1160:, :]
+    assert (right.sum(axis=2) < 3 * 235).sum() < 50, "something overflows the page to the right"
+    shutil.copy(shot, report_file.with_name("whole.png"))  # kept beside the report for a look

@@ -59,9 +59,19 @@ def test_every_dropped_document_is_kept_with_its_reason_and_value(all_run):
     for r in gopher:  # the kept text is what the step judged, and the value is the rule's measure of it
         assert rules.check_document(r["raw_content"], r["language"]) == r["drop_reason"]
         assert r["drop_value"] == pytest.approx(rules.measure(r["raw_content"], r["language"], r["drop_reason"])[0])
+    # a cluster's kept member as MinHash saw it: before line dedup took the lines it shares
+    ck = read_dropped(out, ["id", "raw_content"], kind="cluster_kept").to_pylist()
+    final = {r["id"]: r for r in read_rows(out, ["id", "raw_content", "dup_cluster_size"]).to_pylist()}
+    assert {r["dup_kept_id"] for r in mh} <= {r["id"] for r in ck}
+    assert {r["id"] for r in ck} == {i for i, r in final.items() if r["dup_cluster_size"] > 1}
+    for r in ck:
+        lines = r["raw_content"].split("\n")
+        it = iter(lines)
+        assert all(any(x == y for y in it) for x in final[r["id"]]["raw_content"].split("\n"))  # a subsequence
+    assert any(r["raw_content"] != final[r["id"]]["raw_content"] for r in ck)
     c = stats.counters
     assert c["dropped_docs_kept"] == len(dropped) and c["dropped_docs_summarized"] == summary.num_rows
-    files = dropped_files(out, "docs") + dropped_files(out, "summary")
+    files = dropped_files(out, "docs") + dropped_files(out, "summary") + dropped_files(out, "cluster_kept")
     assert c["dropped_bytes"] == sum(f.stat().st_size for f in files) > 0
 
 

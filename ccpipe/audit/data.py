@@ -104,6 +104,9 @@ class RunData:
     dropped_files: list[Path] = field(default_factory=list)
     dropped_summary: pa.Table | None = None
     """One row per dropped document (domain, length, lines, step, reason, value), or None."""
+    cluster_kept: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """MinHash clusters' kept members as MinHash saw them: id -> (file, row) in ``cluster_kept_files``."""
+    cluster_kept_files: list[Path] = field(default_factory=list)
     record: dict = field(default_factory=dict)
     """The run record (``stats/run_config.json``: config, shards, steps)."""
     info: dict = field(default_factory=dict)
@@ -184,6 +187,24 @@ def load_dropped(run: Path) -> tuple[pa.Table | None, list[Path], pa.Table | Non
     return docs, files, summary
 
 
+def load_cluster_kept(run: Path) -> tuple[dict[str, tuple[int, int]], list[Path]]:
+    from ccpipe.io.dataset import dropped_files, read_dropped
+
+    files = dropped_files(run, "cluster_kept")
+    where: dict[str, tuple[int, int]] = {}
+    for k, path in enumerate(files):
+        for row, i in enumerate(read_dropped(run, ["id"], kind="cluster_kept", files=[path]).column("id").to_pylist()):
+            where.setdefault(i, (k, row))
+    return where, files
+
+
+def cluster_kept_texts(d: "RunData", locations: list[tuple[int, int]]) -> list[str]:
+    from ccpipe.io.dataset import read_dropped
+
+    return texts(d.cluster_kept_files, locations,
+                 lambda p: read_dropped(d.run, ["raw_content"], kind="cluster_kept", files=[p]).column("raw_content"))
+
+
 def texts(files: list[Path], locations: list[tuple[int, int]], reader) -> list[str]:
     """``raw_content`` of the documents at (file index, row) in ``files``; each file read once,
     its text column only. ``reader(path)`` returns the file's ``raw_content`` column."""
@@ -250,6 +271,7 @@ def load_run(run: str | Path, config: AuditConfig | None = None, *, with_geometr
     docs, files = load_docs(run)
     data = RunData(run=run, stats=load_stats(run), docs=docs, files=files, unfinished=progress(run))
     data.dropped, data.dropped_files, data.dropped_summary = load_dropped(run)
+    data.cluster_kept, data.cluster_kept_files = load_cluster_kept(run)
     data.record = load_record(run) or {}
     data.info = runinfo.load(run)
     rcfg = _run_config(run)

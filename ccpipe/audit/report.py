@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ccpipe.audit import plots
-from ccpipe.audit.data import AuditConfig, RunData, dropped_texts, kept_texts, load_run
+from ccpipe.audit.data import AuditConfig, RunData, cluster_kept_texts, dropped_texts, kept_texts, load_run
 
 log = logging.getLogger(__name__)
 
@@ -409,15 +409,40 @@ def section_quality_score(d: RunData) -> str:
         ["documents", "p10", "median", "p90", "dropped by quality_score"], [[len(fin), float(q[0]), float(q[1]), float(q[2]), int(dropped.size)]])
 
 
-def _diff_cells(a: str, b: str) -> tuple[str, str]:
-    """Two texts as HTML, the lines that differ highlighted (difflib, line by line)."""
+def _diff_cells(a: str, b: str, limit: int) -> tuple[str, str, str]:
+    """Two texts as HTML, the lines that differ highlighted (difflib, line by line), each
+    from 3 lines before the first difference and cut at ``limit`` characters; and a note
+    saying how many lines differ."""
     al, bl = a.split("\n"), b.split("\n")
+    ops = difflib.SequenceMatcher(None, al, bl, autojunk=False).get_opcodes()
+    first = next((op for op in ops if op[0] != "equal"), None)
+    if first is None:
+        note = f"identical texts ({len(al):,} lines)"
+        skip_a = skip_b = 0
+    else:
+        diff_a = sum(i2 - i1 for op, i1, i2, _, _ in ops if op != "equal")
+        diff_b = sum(j2 - j1 for op, _, _, j1, j2 in ops if op != "equal")
+        skip_a, skip_b = max(first[1] - 3, 0), max(first[3] - 3, 0)
+        note = (f"{diff_a:,} of {len(al):,} lines differ on the left, {diff_b:,} of {len(bl):,} on the right"
+                + (f"; shown from line {skip_a + 1:,} / {skip_b + 1:,}, 3 lines before the first difference" if skip_a or skip_b else ""))
     left, right = [], []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, al, bl, autojunk=False).get_opcodes():
-        for side, lines, cls in ((left, al[i1:i2], "del"), (right, bl[j1:j2], "ins")):
-            for ln in lines:
-                side.append(_e(ln) if op == "equal" else f"<span class='{cls}'>{_e(ln) or '&nbsp;'}</span>")
-    return "<div class='txt'>" + "\n".join(left) + "</div>", "<div class='txt'>" + "\n".join(right) + "</div>"
+    for op, i1, i2, j1, j2 in ops:
+        for side, lo, hi, lines, skip, cls in ((left, i1, i2, al, skip_a, "del"), (right, j1, j2, bl, skip_b, "ins")):
+            for k in range(max(lo, skip), hi):
+                side.append((lines[k], op == "equal", cls))
+
+    def render(side: list) -> str:
+        out, n = [], 0
+        for text, same, cls in side:
+            if n >= limit:
+                out.append(_e("…"))
+                break
+            text = text[: limit - n]
+            n += len(text) + 1
+            out.append(_e(text) if same else f"<span class='{cls}'>{_e(text) or '&nbsp;'}</span>")
+        return "<div class='txt'>" + "\n".join(out) + "</div>"
+
+    return render(left), render(right), note
 
 
 def minhash_clusters(d: RunData, cfg: AuditConfig) -> str:
@@ -450,24 +475,31 @@ def minhash_clusters(d: RunData, cfg: AuditConfig) -> str:
             kept_at[k] = (f, row)
     cid, kid, size = r.column("dup_cluster_id").to_pylist(), r.column("dup_kept_id").to_pylist(), r.column("drop_value").to_pylist()
     shown, picks = set(), []
-    for i in sorted(mh, key=lambda i: -(size[i] or 0)):  # largest clusters first, then shard order
-        if cid[i] not in shown and kid[i] in kept_at:
+    # largest clusters first, those whose kept member the run kept as MinHash saw it first, then shard order
+    for i in sorted(mh, key=lambda i: (kid[i] not in d.cluster_kept, -(size[i] or 0))):
+        if cid[i] not in shown and (kid[i] in kept_at or kid[i] in d.cluster_kept):
             shown.add(cid[i])
             picks.append(i)
         if len(picks) == cfg.clusters_shown:
             break
     if not picks:
         return "".join(out)
-    kept_txt = kept_texts(d, [kept_at[kid[i]] for i in picks])
+    as_seen = [kid[i] in d.cluster_kept for i in picks]
+    seen_txt = iter(cluster_kept_texts(d, [d.cluster_kept[kid[i]] for i, s in zip(picks, as_seen) if s]))
+    out_txt = iter(kept_texts(d, [kept_at[kid[i]] for i, s in zip(picks, as_seen) if not s]))
+    kept_txt = [next(seen_txt) if s else next(out_txt) for s in as_seen]
     removed_txt = dropped_texts(d, [(r.column("file")[i].as_py(), r.column("row")[i].as_py()) for i in picks])
     urls, rurls = {k: u for k, u in zip(t.column("id").to_pylist(), t.column("url").to_pylist()) if k in want}, r.column("url").to_pylist()
-    out.append(f"<h4>Clusters side by side</h4><p class='meta'>The kept member and a removed one, first {cfg.cluster_chars:,} characters, "
-               "lines that differ highlighted. The kept member is shown as in the output, after line dedup (which runs after "
-               "MinHash), so lines it shares with other documents are gone from it; the removed one as MinHash saw it.</p>")
-    for i, a, b in zip(picks, kept_txt, removed_txt):
-        la, lb = _diff_cells(a[: cfg.cluster_chars], b[: cfg.cluster_chars])
-        out.append(f"<table class='ex side'><thead><tr><th>kept (cluster of {int(size[i] or 0)}), as in the output: {_e((urls.get(kid[i]) or '')[:90])}</th>"
-                   f"<th>removed: {_e((rurls[i] or '')[:90])}</th></tr></thead><tbody><tr><td>{la}</td><td>{lb}</td></tr></tbody></table>")
+    out.append(f"<h4>Clusters side by side</h4><p class='meta'>The kept member and a removed one as MinHash compared them, "
+               f"{cfg.cluster_chars:,} characters from just before their first difference, lines that differ highlighted. Where the run did not keep the kept member's text "
+               "from before line dedup (<code>dropped/cluster_kept/</code>), it is shown as in the output: after line dedup, "
+               "without the lines it shares with other documents.</p>")
+    for i, a, b, s in zip(picks, kept_txt, removed_txt, as_seen):
+        la, lb, note = _diff_cells(a, b, cfg.cluster_chars)
+        how = "as MinHash saw it" if s else "as in the output, after line dedup"
+        out.append(f"<table class='ex side'><thead><tr><th>kept (cluster of {int(size[i] or 0)}), {how}: {_e((urls.get(kid[i]) or '')[:90])}</th>"
+                   f"<th>removed: {_e((rurls[i] or '')[:90])}</th></tr></thead><tbody><tr><td>{la}</td><td>{lb}</td></tr>"
+                   f"<tr><td colspan='2' class='meta'>{_e(note)}</td></tr></tbody></table>")
     return "".join(out)
 
 

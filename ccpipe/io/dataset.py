@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 DATA_DIR = "data"
 PARTITION_KEYS = ("language", "bucket")
 DROPPED_DIR = "dropped"
-"""Dropped documents (:mod:`ccpipe.dropped`): ``dropped/docs/`` and ``dropped/summary/``."""
+"""Dropped documents (:mod:`ccpipe.dropped`): ``dropped/docs/``, ``dropped/summary/``, ``dropped/cluster_kept/``."""
 
 
 def data_dir(run_dir: str | os.PathLike[str]) -> Path:
@@ -107,9 +107,10 @@ def read_rows(run_dir: str | os.PathLike[str], columns: Sequence[str] | None = N
 
 def dropped_files(run_dir: str | os.PathLike[str], kind: str = "docs") -> list[Path]:
     """The run's finished files of dropped documents (``kind="docs"``: the kept sample with
-    text and reasons) or of their summary (``"summary"``: one row per dropped document)."""
-    if kind not in ("docs", "summary"):
-        raise ValueError(f"kind must be 'docs' or 'summary', got {kind!r}")
+    text and reasons), of their summary (``"summary"``: one row per dropped document), or
+    of MinHash clusters' kept members as MinHash saw them (``"cluster_kept"``)."""
+    if kind not in ("docs", "summary", "cluster_kept"):
+        raise ValueError(f"kind must be 'docs', 'summary' or 'cluster_kept', got {kind!r}")
     return sorted((Path(run_dir) / DROPPED_DIR / kind).glob("part-*.parquet"))
 
 

@@ -137,6 +137,7 @@ def counted(step: Step, docs: Iterable[Document], ctx: TaskContext) -> Iterator[
         st.seconds += (clock() - t0) - (upstream - up0)
         if sink is not None and doc is last[0]:
             last[2] = True
+            sink.passed(step, doc)
         st.docs_out += 1
         st.chars_out += len(doc.raw_content)
         yield doc
