@@ -39,6 +39,7 @@ img{max-width:100%;display:block;margin:.6em 0}.na{color:#8a5a00;background:#fff
 .meta{color:#666;font-size:.85em}code{background:#f3f3f3;padding:0 .2em}nav a{margin-right:.8em}
 .txt{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:.8em;max-height:10em;overflow:auto;background:#fafafa;padding:.3em}
 table.ex{width:100%;table-layout:fixed}table.ex td,table.ex th{vertical-align:top;overflow-wrap:anywhere}table.side td{width:50%}
+table.side .txt{max-height:24em}
 table.samples th:first-child{width:9em}
 .del{background:#fbd5d5}.ins{background:#d3f2d3}pre{font-size:.8em;background:#fafafa;padding:.5em;overflow:auto;max-height:30em}
 """
@@ -409,10 +410,20 @@ def section_quality_score(d: RunData) -> str:
         ["documents", "p10", "median", "p90", "dropped by quality_score"], [[len(fin), float(q[0]), float(q[1]), float(q[2]), int(dropped.size)]])
 
 
+def _context_start(lines: list[str], first: int, chars: int = 200) -> int:
+    """Where to start showing ``lines`` so that at most 3 lines and ``chars`` characters
+    come before line ``first`` (the difference stays in view of a scrolled cell)."""
+    start, n = first, 0
+    while start > 0 and first - start < 3 and n + len(lines[start - 1]) <= chars:
+        start -= 1
+        n += len(lines[start])
+    return start
+
+
 def _diff_cells(a: str, b: str, limit: int) -> tuple[str, str, str]:
     """Two texts as HTML, the lines that differ highlighted (difflib, line by line), each
-    from 3 lines before the first difference and cut at ``limit`` characters; and a note
-    saying how many lines differ."""
+    from just before the first difference (:func:`_context_start`) and cut at ``limit``
+    characters; and a note saying how many lines differ."""
     al, bl = a.split("\n"), b.split("\n")
     ops = difflib.SequenceMatcher(None, al, bl, autojunk=False).get_opcodes()
     first = next((op for op in ops if op[0] != "equal"), None)
@@ -422,9 +433,9 @@ def _diff_cells(a: str, b: str, limit: int) -> tuple[str, str, str]:
     else:
         diff_a = sum(i2 - i1 for op, i1, i2, _, _ in ops if op != "equal")
         diff_b = sum(j2 - j1 for op, _, _, j1, j2 in ops if op != "equal")
-        skip_a, skip_b = max(first[1] - 3, 0), max(first[3] - 3, 0)
+        skip_a, skip_b = _context_start(al, first[1]), _context_start(bl, first[3])
         note = (f"{diff_a:,} of {len(al):,} lines differ on the left, {diff_b:,} of {len(bl):,} on the right"
-                + (f"; shown from line {skip_a + 1:,} / {skip_b + 1:,}, 3 lines before the first difference" if skip_a or skip_b else ""))
+                + (f"; shown from line {skip_a + 1:,} / {skip_b + 1:,}, just before the first difference" if skip_a or skip_b else ""))
     left, right = [], []
     for op, i1, i2, j1, j2 in ops:
         for side, lo, hi, lines, skip, cls in ((left, i1, i2, al, skip_a, "del"), (right, j1, j2, bl, skip_b, "ins")):
@@ -457,8 +468,9 @@ def minhash_clusters(d: RunData, cfg: AuditConfig) -> str:
             labels = [str(k) for k in ks] if len(ks) <= 12 else [str(k) for k in ks[:11]] + [f">{ks[10]}"]
             vals = [per_size[k] for k in ks[:11]] + ([sum(per_size[k] for k in ks[11:])] if len(ks) > 12 else ([per_size[ks[11]]] if len(ks) == 12 else []))
             out.append(img(plots.bars(labels, vals, "near-duplicate clusters by size", "documents in the cluster", "clusters"), "MinHash cluster sizes"))
-            out.append(f"<p>{sum(per_size.values()):,} clusters of two or more documents; one member of each is kept, "
-                       f"{sum((k - 1) * n for k, n in per_size.items()):,} documents removed.</p>")
+            n_cl, n_rm = sum(per_size.values()), sum((k - 1) * n for k, n in per_size.items())
+            out.append(f"<p>{n_cl:,} cluster{'s' if n_cl != 1 else ''} of two or more documents; one member of each is kept, "
+                       f"{n_rm:,} document{'s' if n_rm != 1 else ''} removed.</p>")
         else:
             out.append("<p>No near-duplicate cluster: every kept document is unique.</p>")
     r = d.dropped
