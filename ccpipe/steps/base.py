@@ -87,7 +87,10 @@ def counted(step: Step, docs: Iterable[Document], ctx: TaskContext) -> Iterator[
 
     Written once and used by every executor, so in/out counts are the same
     whatever runs the step. Time spent inside the step (its own generator frames,
-    not the upstream ones) is accumulated in ``seconds``.
+    not the upstream ones) is accumulated in ``seconds``. With ``ctx.dropped`` set,
+    every document the step drops is handed to it with its reason (and every one it
+    keeps to its ``passed``), which needs steps to take one document and yield it or
+    not before taking the next, as every step here does.
     """
     st = ctx.stats.step(step.name)
     clock = time.perf_counter
