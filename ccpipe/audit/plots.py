@@ -138,6 +138,7 @@ def stacked_hbar(labels: Sequence[str], a: Sequence[float], b: Sequence[float], 
     y = np.arange(len(labels))[::-1]
     ax.barh(y, a, color=BLUE, label=names[0])
     ax.barh(y, b, left=a, color=ORANGE, label=names[1])
+    ax.set_xlim(0, max((x + z for x, z in zip(a, b)), default=1) * 1.08 or 1)
     ax.set_yticks(y, labels, fontsize=8)
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
