@@ -133,11 +133,15 @@ class _Explainer:
             if got is not None:
                 return float(got[0]), f"{reason}: {_fmt(got[0])} {got[1]}", {}
             return None, reason, {}
-        for col, limit_attr in (("quality_score", "drop_below"), ("ref_score", "threshold")):
-            if col in doc.extras and doc.extras[col] is not None and hasattr(step, limit_attr):
-                s = float(doc.extras[col])
-                return s, f"{col} {_fmt(s)} < {_fmt(float(getattr(step, limit_attr)))}", {}
+        col, limit_attr = _SCORES.get(name, (None, None))
+        if col is not None and doc.extras.get(col) is not None and hasattr(step, limit_attr):
+            s = float(doc.extras[col])
+            return s, f"{col} {_fmt(s)} < {_fmt(float(getattr(step, limit_attr)))}", {}
         return None, reason, {}
+
+
+# steps that drop below a score: the column the score is in and the step's limit
+_SCORES = {"quality_score": ("quality_score", "drop_below"), "ref_classifier": ("ref_score", "threshold")}
 
 
 class DropSink:

@@ -109,3 +109,19 @@ def test_keep_dropped_none_writes_nothing(tmp_path):
 def test_bad_keep_dropped_config_is_a_config_error(tmp_path, key, value):
     with pytest.raises(ConfigError, match=key.split(".")[1]):
         _cfg(tmp_path / "x", **{key: value})
+
+
+def test_score_drops_carry_the_score_and_the_limit(tmp_path):
+    from ccpipe.models import quality_model_path as quality_score_path
+
+    if not quality_score_path().is_file():
+        pytest.skip(f"no quality model at {quality_score_path()} (ccpipe models build-defaults)")
+    out = tmp_path / "qs"
+    stats = run_pipeline(_cfg(out, **{"quality.enabled": False, "quality_score.enabled": "auto",
+                                       "quality_score.drop_below": 0.5, "output.keep_dropped": "all"}))
+    rows = [r for r in read_dropped(out).to_pylist() if r["drop_step"] == "quality_score"]
+    assert len(rows) == stats.to_dict()["dropped"]["quality_score/below_threshold"] > 0
+    assert all(r["drop_value"] == pytest.approx(r["quality_score"], abs=1e-6) and r["drop_value"] < 0.5
+               and r["drop_detail"] == f"quality_score {r['drop_value']:.4g} < 0.5" for r in rows)
+    kept = read_rows(out, ["quality_score"]).column("quality_score").to_pylist()
+    assert min(kept) >= 0.5  # the other side of the same limit
