@@ -375,10 +375,21 @@ class OutputConfig:
     MinHash signatures and clusters) after a successful run; by default it is
     deleted, since rows, stats and the run record are all a finished run needs.
     A rerun with another ``keep_work`` is the same run."""
+    keep_dropped: str = "sample"
+    """Dropped documents kept under ``<dir>/dropped/`` for audits (:mod:`ccpipe.dropped`):
+    ``sample`` (the first ``dropped_per_reason`` of each step and reason per shard, plus
+    a text-free summary row for every dropped document), ``all``, or ``none``."""
+    dropped_per_reason: int = 20
+    """Dropped documents kept per step, reason and shard with ``keep_dropped: sample``."""
 
     def __post_init__(self) -> None:
         if self.compression not in ("zstd", "snappy", "gzip", "lz4", "brotli", "none"):
             raise ConfigError(f"output.compression {self.compression!r} is not a parquet codec")
+        if self.keep_dropped not in ("sample", "all", "none"):
+            raise ConfigError(f"output.keep_dropped must be 'sample', 'all' or 'none', got {self.keep_dropped!r}")
+        if isinstance(self.dropped_per_reason, bool) or not isinstance(self.dropped_per_reason, int) \
+                or self.dropped_per_reason < 1:
+            raise ConfigError(f"output.dropped_per_reason must be an integer >= 1, got {self.dropped_per_reason!r}")
 
 
 @dataclass(kw_only=True)

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from ccpipe import buckets, faults, rundir
+from ccpipe import buckets, dropped, faults, rundir, runinfo
 from ccpipe.config import PipelineConfig
 from ccpipe.errors import ConfigError
 from ccpipe.executors import make_executor
@@ -241,6 +241,7 @@ def main_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
         stats=stats,
         group_id=shard.group_id,
         index_in_group=shard.index_in_group,
+        dropped=dropped.make_sink(spec, tid),
     )
     docs = _read_shard(spec, shard, stats)
     if spec.scratch:
@@ -266,8 +267,12 @@ def main_task(args: tuple[RunSpec, Shard]) -> dict[str, Any]:
             stats.chars_kept += len(doc.raw_content)
             stats.by_language[partition_label(doc)] += 1
         writer.close()
+        if ctx.dropped is not None:
+            stats.counters.update(ctx.dropped.close())  # before the marker: a retry rewrites the same files
     except BaseException:
         writer.abort()
+        if ctx.dropped is not None:
+            ctx.dropped.abort()
         raise
     if values is not None:
         values.save(buckets.values_path(spec.work_dir, tid))
@@ -293,7 +298,7 @@ def _delete_run(out_dir: Path) -> None:
     for child in out_dir.iterdir():
         if child.is_symlink() or not child.is_dir():
             continue
-        if child.name in ("_work", "stats", "_geometry", DATA_DIR) or all(
+        if child.name in ("_work", "stats", "_geometry", DATA_DIR, dropped.DROPPED_DIR) or all(
             f.is_file() and f.name.startswith("part-") and ".parquet" in f.name for f in child.iterdir()
         ):
             shutil.rmtree(child)
@@ -368,6 +373,7 @@ def run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> St
 
 
 def _run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> Stats:
+    started = time.time()
     out_dir = Path(cfg.output.dir).expanduser().resolve()
     steps = build_steps(cfg)
     if cfg.minhash.enabled:
@@ -423,5 +429,6 @@ def _run_pipeline(cfg: PipelineConfig, *, restart_if_changed: bool = False) -> S
     for phase, sec in seconds.items():
         stats.counters[f"wall_seconds_{phase}"] = round(sec, 3)
     stats.save(out_dir / "stats" / "run.json")
+    runinfo.save(out_dir, cfg, started, seconds)
     input_check.report(stats)  # raises when no input yielded a record
     return stats

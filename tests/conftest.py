@@ -57,3 +57,41 @@ def write_wet(path: Path, pages: list[tuple[str, str]], *, gzip_per_record: bool
         writer.write_record(rec)
     path.write_bytes(buf.getvalue())
     return path
+
+
+def dropped_rows(out: Path) -> tuple[list[tuple], list[tuple]]:
+    """A run's kept dropped documents and summary rows, per file, in file order
+    (``ccpipe.dropped``): what resume, retries and executors must reproduce exactly."""
+    from ccpipe.io.dataset import dropped_files
+    import pyarrow.parquet as pq
+
+    docs = [(f.name, *r.values()) for f in dropped_files(out, "docs")
+            for r in pq.read_table(f, columns=["id", "raw_content", "drop_step", "drop_reason", "drop_value",
+                                               "drop_detail", "dup_kept_id"]).to_pylist()]
+    summary = [(f.name, *r.values()) for f in dropped_files(out, "summary") for r in pq.read_table(f).to_pylist()]
+    summary += [(f.name, *r.values()) for f in dropped_files(out, "cluster_kept") for r in pq.read_table(f).to_pylist()]
+    return docs, summary
+
+
+def near_duplicate_run(root: Path) -> tuple[Path, str]:
+    """A run whose MinHash removes a near copy of a real page: the longest page of the
+    English excerpt with one line in its middle edited, among other real pages. Returns
+    the run directory and the edited line as the copy has it."""
+    from ccpipe.config import load_config
+    from ccpipe.io.wet import read_wet
+    from ccpipe.pipeline import run_pipeline
+    from ccpipe.stats import Stats
+
+    docs = list(read_wet(str(data_path("wet", "CC-MAIN-2016-50-00009.excerpt-en.warc.wet.gz")), Stats()))
+    page = max((d for d in docs if d.raw_content.count("\n") >= 40), key=lambda d: len(d.raw_content))
+    lines = page.raw_content.split("\n")
+    edited = "This line was edited in the copy, and only in the copy."
+    lines[len(lines) // 2] = edited
+    pages = [(page.url, f"{page.title}\n{page.raw_content}"), (page.url + "?copy=1", f"{page.title}\n" + "\n".join(lines))]
+    pages += [(d.url, f"{d.title}\n{d.raw_content}") for d in docs[:20] if d.id != page.id]
+    wet = write_wet(root / "near-dup.warc.wet.gz", pages)
+    out = root / "near-dup-run"
+    run_pipeline(load_config(ROOT / "configs" / "default.yaml", {
+        "input.paths": [str(wet)], "output.dir": str(out), "executor.progress": False, "executor.workers": 1,
+        "perplexity.enabled": False, "ref.enabled": False}))
+    return out, edited

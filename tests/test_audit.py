@@ -206,3 +206,146 @@ def test_cli_writes_the_report(real_run: Path, other_run: Path, tmp_path: Path, 
     empty.mkdir()
     assert ccpipe_main(["audit", str(empty), "-o", str(tmp_path / "x.html")]) == 2
     assert not (tmp_path / "x.html").exists()
+
+
+# -- what was dropped and why, domains, lengths, samples, the run itself (issue 17) ---------------
+def _section(report: str, anchor: str) -> str:
+    """The HTML of one section: from its <h2 id=...> to the next <h2."""
+    start = report.index(f"<h2 id='{anchor}'>")
+    end = report.find("<h2 ", start + 1)
+    return report[start:end if end > 0 else len(report)]
+
+
+def test_dropped_examples_are_the_runs_first_dropped_documents_with_their_reason(report: str, real_run: Path) -> None:
+    from ccpipe.io.dataset import read_dropped
+
+    cfg = AuditConfig()
+    sec = _section(report, "dropped")
+    stats = json.loads((real_run / "stats" / "run.json").read_text())
+    kept = read_dropped(real_run, ["id", "title", "drop_step", "drop_reason", "drop_detail"])
+    assert kept.num_rows and stats["dropped"]
+    rows = kept.to_pylist()
+    t = text_of(sec)
+    for reason, n in stats["dropped"].items():
+        mine = [r for r in rows if f"{r['drop_step']}/{r['drop_reason']}" == reason]
+        assert re.search(rf"{re.escape(reason)} {n:,} [\d.]+% {len(mine):,}", t), reason
+        block = sec.split(f"<h3>{reason}</h3>", 1)[1].split("<h3>", 1)[0]
+        assert block.count("<tr>") == min(len(mine), cfg.examples_per_reason) + 1  # + the header
+        for r in mine[: cfg.examples_per_reason]:
+            assert html_escape(r["drop_detail"]) in block and html_escape((r["title"] or "")[:100]) in block
+        for r in mine[cfg.examples_per_reason:]:
+            assert html_escape(r["drop_detail"]) not in block or any(
+                x["drop_detail"] == r["drop_detail"] for x in mine[: cfg.examples_per_reason])
+    assert "language " in t and "score" in t and "near duplicate of" in t  # the values that caused the drops
+
+
+def html_escape(s: str) -> str:
+    import html
+
+    return html.escape(s, quote=True)
+
+
+def test_domain_table_counts_kept_and_dropped_documents(report: str, real_run: Path) -> None:
+    from ccpipe.io.dataset import read_dropped
+
+    kept = Counter(read_rows(real_run, ["source_domain"]).column("source_domain").to_pylist())
+    dropped = Counter(read_dropped(real_run, ["source_domain"], kind="summary").column("source_domain").to_pylist())
+    stats = json.loads((real_run / "stats" / "run.json").read_text())
+    assert sum(dropped.values()) == stats["documents"]["dropped"] > 0
+    t = text_of(_section(report, "domains"))
+    total = kept + dropped
+    for dom, n in total.most_common(5):
+        assert f"{dom} {kept[dom]:,} {dropped[dom]:,}" in t, dom
+    top = max(kept.values()) / sum(kept.values())
+    assert f"top 1: {top:.1%}" in t and f"{len(kept):,} domains among kept documents" in t
+
+
+def test_lengths_kept_and_dropped(report: str, real_run: Path) -> None:
+    from ccpipe.audit.report import _n  # the page's number format
+    from ccpipe.io.dataset import read_dropped
+
+    t = text_of(_section(report, "lengths"))
+    kept = np.asarray(read_rows(real_run, ["length"]).column("length").to_numpy(), float)
+    dropped = np.asarray(read_dropped(real_run, ["length"], kind="summary").column("length").to_numpy(), float)
+    for name, v in (("kept", kept), ("dropped", dropped)):
+        q = np.quantile(v, [0.1, 0.5, 0.9])
+        assert f"{name} characters {len(v):,} {_n(float(q[0]))} {_n(float(q[1]))} {_n(float(q[2]))}" in t, (name, q)
+    assert "<img" in _section(report, "lengths")
+
+
+def test_kept_samples_per_partition(report: str, real_run: Path) -> None:
+    sec = _section(report, "samples")
+    files = shard_files(real_run)
+    parts = Counter(partition_name(f) for f in files for _ in range(pq.ParquetFile(f).metadata.num_rows))
+    largest = parts.most_common(1)[0][0]
+    first = read_rows(real_run, ["title", "raw_content"], files=[next(f for f in files if partition_name(f) == largest)])
+    assert html_escape(first.column("raw_content")[0].as_py()[:50]) in sec
+    shown = re.findall(r"<tr><td>([^<]+)<br>", sec)
+    assert Counter(shown) == {p: min(n, AuditConfig().samples_per_partition) for p, n in parts.most_common(AuditConfig().max_partitions_sampled)}
+
+
+def test_run_section_has_version_timings_inputs_and_config(report: str, real_run: Path) -> None:
+    import ccpipe
+
+    info = json.loads((real_run / "stats" / "run_info.json").read_text())
+    sec = _section(report, "run")
+    t = text_of(sec)
+    inv = info["invocations"][-1]
+    assert inv["ccpipe_version"] == ccpipe.__version__ and f"{inv['started']} {inv['finished']}" in t
+    for x in info["inputs"]:
+        assert x["path"] in t and f"{x['bytes']:,}" in t
+    assert "wall seconds" in t and "<details><summary>the run's config" in sec
+    assert html_escape('"keep_dropped": "sample"') in sec
+
+
+def test_minhash_shown_as_cluster_sizes_and_clusters_side_by_side(report: str, real_run: Path) -> None:
+    from ccpipe.io.dataset import read_dropped
+
+    sec = _section(report, "dedup")
+    mh = [r for r in read_dropped(real_run, ["url", "drop_step", "dup_kept_id"]).to_pylist() if r["drop_step"] == "minhash"]
+    assert mh, "the real excerpts have near duplicates"
+    assert "near-duplicate clusters by size" in sec or "MinHash cluster sizes" in sec
+    assert "Clusters side by side" in sec and html_escape(mh[0]["url"][:90]) in sec
+    assert "as MinHash saw it" in sec  # the kept member's text from before line dedup (dropped/cluster_kept/)
+    assert "identical texts" in sec  # the real excerpts' duplicates are exact copies
+    assert "<details><summary>MinHash counters" in sec  # the raw counters folded away
+
+
+def test_near_duplicate_cluster_side_by_side_highlights_the_edited_line(tmp_path: Path) -> None:
+    from tests.conftest import near_duplicate_run
+
+    run, edited = near_duplicate_run(tmp_path)
+    sec = _section(build_report(run), "dedup")
+    assert "Clusters side by side" in sec and "?copy=1" in sec  # the copy is the removed member
+    assert f"<span class='ins'>{html_escape(edited)}</span>" in sec  # its edited line highlighted on its side
+    assert sec.count("<span class='del'>") == 1  # and the one original line it replaced on the kept side
+    assert "1 of " in text_of(sec) and "lines differ" in text_of(sec)
+
+
+def test_file_problems_name_the_file(tmp_path: Path, real_run: Path) -> None:
+    from ccpipe.config import load_config
+    from ccpipe.pipeline import run_pipeline
+    from tests.conftest import ROOT
+
+    empty = tmp_path / "empty.warc.wet.gz"
+    empty.write_bytes(b"")
+    cfg = load_config(ROOT / "configs" / "default.yaml", {
+        "input.paths": [str(DATA / "wet" / "CC-MAIN-2016-50-00009.excerpt-en.warc.wet.gz"), str(empty)],
+        "input.on_error": "skip", "output.dir": str(tmp_path / "out"), "executor.progress": False, "executor.workers": 1,
+        "perplexity.enabled": False, "ref.enabled": False, "minhash.enabled": False})
+    stats = run_pipeline(cfg)
+    assert str(empty) in stats.file_problems
+    t = text_of(build_report(tmp_path / "out"))
+    assert f"{empty} {stats.file_problems[str(empty)]}" in t
+
+
+def test_page_size_is_bounded_by_the_samples_not_the_run(real_run: Path, tmp_path: Path) -> None:
+    """Every text the page embeds is cut to a configured length and every list to a configured
+    count, so a run that keeps every dropped document gives a page no larger per section."""
+    cfg = AuditConfig(text_chars=120, examples_per_reason=1, samples_per_partition=1, clusters_shown=1, cluster_chars=200)
+    html = build_report(real_run, config=cfg)
+    for cell in re.findall(r"<div class='txt'>(.*?)</div>", html, flags=re.S):
+        plain = unescape(re.sub(r"<[^>]+>", "", cell))
+        assert len(plain.split(" … (+")[0]) <= 200 + 10  # cluster texts are cut at 200, the others at 120
+    sec = _section(html, "dropped")
+    assert all(b.count("<tr>") <= 2 for b in sec.split("<h3>")[1:])

@@ -72,3 +72,44 @@ def test_report_loads_without_console_errors_and_shows_plots(report_file: Path, 
     orange = int(((r > 190) & (g > 100) & (g < 160) & (b < 80)).sum())
     assert blue > 5000 and orange > 5000, (blue, orange)
     shutil.copy(shot, report_file.with_suffix(".png"))  # kept beside the report for a look
+
+
+def test_whole_page_with_dropped_documents_and_clusters_renders(report_file: Path, tmp_path: Path) -> None:
+    """The whole page in one tall screenshot: the dropped-document, domain, sample, MinHash
+    side-by-side and run sections load with no console message, the differing lines of
+    the clusters shown side by side are highlighted, and text cells stay inside the page."""
+    from PIL import Image
+
+    html = report_file.read_text()
+    for anchor in ("dropped", "domains", "lengths", "samples", "quality", "dedup", "run"):
+        assert f"<h2 id='{anchor}'>" in html, anchor
+    shot = tmp_path / "whole.png"
+    msgs = headless(report_file, shot, tmp_path, height=16000)
+    assert msgs == []
+    px = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
+    assert _near(px, (250, 250, 250)).sum() > 20000, "no text cells (.txt background)"
+    # nothing is drawn past the page's 1100px column plus its margins: long URLs and texts wrap
+    right = px[:, 1160:, :]
+    assert (right.sum(axis=2) < 3 * 235).sum() < 50, "something overflows the page to the right"
+    shutil.copy(shot, report_file.with_name("whole.png"))  # kept beside the report for a look
+
+
+def _near(px: np.ndarray, rgb: tuple[int, int, int]) -> np.ndarray:
+    return np.abs(px - np.array(rgb)).sum(axis=2) <= 6
+
+
+def test_near_duplicate_side_by_side_is_highlighted_on_screen(tmp_path: Path) -> None:
+    """A removed near copy (one line edited) beside its kept original: both highlight colours
+    are painted, and nothing else on the page uses them."""
+    from PIL import Image
+
+    from tests.conftest import near_duplicate_run
+
+    run, _ = near_duplicate_run(tmp_path)
+    page = write_report(run, tmp_path / "near-dup.html")
+    shot = tmp_path / "near-dup.png"
+    assert headless(page, shot, tmp_path, height=12000) == []
+    px = np.asarray(Image.open(shot).convert("RGB"), dtype=int)
+    assert _near(px, (211, 242, 211)).sum() > 300, "the edited line is not highlighted in the copy"  # .ins
+    assert _near(px, (251, 213, 213)).sum() > 300, "the replaced line is not highlighted in the original"  # .del
+    shutil.copy(shot, tmp_path / "near-dup-kept.png")

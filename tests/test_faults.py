@@ -19,7 +19,7 @@ from ccpipe.config import load_config
 from ccpipe.io.dataset import partition_name, read_rows, shard_files
 from ccpipe.pipeline import run_pipeline
 from ccpipe.stats import Stats
-from tests.conftest import ROOT, data_path
+from tests.conftest import ROOT, data_path, dropped_rows
 
 CASES = [(phase, point) for phase in ("read", "minhash_buckets", "minhash_cluster", "merge", "process", "cutoffs",
                                       "finalize") for point in ("middle", "done")] + [("process", "start")]
@@ -48,6 +48,7 @@ def reference(tmp_path_factory) -> tuple[Path, list[tuple], dict]:
     out = tmp_path_factory.mktemp("faults") / "ref"
     stats = run_pipeline(_cfg(out))
     assert stats.shards >= 3
+    assert dropped_rows(out)[0]  # the dropped documents are compared below too
     return out, _rows(out), stats.to_dict()["documents"]
 
 
@@ -64,6 +65,8 @@ def test_killed_worker_at_every_phase_gives_the_rows_of_an_uninterrupted_run(tmp
     assert (out / "_work" / "fault.fired").is_file(), "the fault must fire for this test to mean anything"
     assert any("worker process died" in r.getMessage() for r in caplog.records)
     assert _rows(out) == ref_rows
+    assert dropped_rows(out) == dropped_rows(ref_dir)  # <out>/dropped/ as exact as the rows
     assert stats.to_dict()["documents"] == ref_docs
     assert Stats.load(out / "stats" / "run.json").identity_holds()
     assert not list((out / "data").rglob(".part-*"))  # no temporary file left among the rows
+    assert not list((out / "dropped").rglob(".part-*"))

@@ -152,3 +152,20 @@ def test_step_counts_each_rule_and_skips_languages(tmp_path):
     st = ctx.stats.step("quality")
     assert dict(st.dropped) == {"gopher_too_few_words": 1, "gopher_dup_lines": 1}
     assert st.counters["skipped_language"] == 1
+
+
+@pytest.mark.parametrize("rule,text,lang,overrides", _variants(), ids=[v[0] for v in _variants()])
+def test_measure_gives_the_value_that_broke_the_rule(rule, text, lang, overrides):
+    """What a dropped document's audit shows: the measured value is past the stated limit."""
+    q = GopherQuality(dataclasses.replace(GopherRules(), **overrides))
+    value, limit = q.measure(text, lang, rule)
+    op, _, bound = limit.partition(" ")
+    if op == "outside":
+        lo, hi = (float(x) for x in bound.strip("[]").split(","))
+        assert not lo <= value <= hi
+    else:
+        assert (value > float(bound)) if op == ">" else (value < float(bound)), (value, limit)
+    # the same rule measured on clean prose is within its limit
+    clean = " ".join(GOOD.split()[:55]) if rule == "gopher_too_many_words" else GOOD
+    v2, _ = q.measure(clean, lang, rule)
+    assert v2 != value

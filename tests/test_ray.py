@@ -15,7 +15,7 @@ from ccpipe.executors.base import TaskFailed  # noqa: E402
 from ccpipe.executors.ray import RayExecutor  # noqa: E402
 from ccpipe.pipeline import run_pipeline  # noqa: E402
 from ccpipe.stats import Stats  # noqa: E402
-from tests.conftest import ROOT  # noqa: E402
+from tests.conftest import ROOT, dropped_rows  # noqa: E402
 from tests.test_minhash import _table  # noqa: E402
 from tests.test_pipeline import config, rows  # noqa: E402
 
@@ -115,6 +115,7 @@ def test_pipeline_on_ray_same_rows_as_local_and_resume(tmp_path, wet_dir):
     assert on_ray.shards == local.shards > 4
     assert rows(tmp_path / "ray") == rows(tmp_path / "local")
     assert _table(tmp_path / "ray") == _table(tmp_path / "local")  # near-dup clusters too
+    assert dropped_rows(tmp_path / "ray") == dropped_rows(tmp_path / "local") != ([], [])
     assert on_ray.to_dict()["documents"] == local.to_dict()["documents"]
     assert on_ray.to_dict()["dropped"] == local.to_dict()["dropped"]
     assert "minhash" in on_ray.steps and on_ray.identity_holds()
@@ -125,7 +126,7 @@ def test_pipeline_on_ray_same_rows_as_local_and_resume(tmp_path, wet_dir):
     for f in lost:
         (tmp_path / "ray" / "_work" / "stage" / "stats" / f.name).unlink(missing_ok=True)
         f.unlink()
-        for p in (tmp_path / "ray" / "data").rglob(f"{f.stem}.parquet"):
+        for p in [*(tmp_path / "ray" / "data").rglob(f"{f.stem}.parquet"), *(tmp_path / "ray" / "dropped").rglob(f"{f.stem}.parquet")]:
             p.unlink()
     (tmp_path / "ray" / "_work" / "minhash" / "clusters" / "DONE").unlink()
     for f in (tmp_path / "ray" / "_work" / "minhash" / "edges").glob("*.done"):
@@ -136,4 +137,5 @@ def test_pipeline_on_ray_same_rows_as_local_and_resume(tmp_path, wet_dir):
     assert all(f.is_file() for f in lost)
     assert rows(tmp_path / "ray") == rows(tmp_path / "local")
     assert again.to_dict()["documents"] == local.to_dict()["documents"]
+    assert dropped_rows(tmp_path / "ray") == dropped_rows(tmp_path / "local")
     assert Stats.load(tmp_path / "ray" / "stats" / "run.json").identity_holds()

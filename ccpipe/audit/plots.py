@@ -101,3 +101,61 @@ def compare_bars(labels: Sequence[str], a: Sequence[float], b: Sequence[float], 
     ax.legend(fontsize=8)
     ax.set_title(title, fontsize=10)
     return _png(fig)
+
+
+def kept_vs_dropped(panels: Sequence[tuple[str, np.ndarray, np.ndarray]], *, log_x: bool = True, cols: int = 2) -> str:
+    """Per panel (title, kept values, dropped values): both distributions on shared bins, each
+    as a share of its own documents, so shapes compare whatever the counts."""
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax, (title, kept, dropped) in zip(axes.ravel(), panels):
+        sets = []
+        for vals in (kept, dropped):
+            v = np.asarray(vals, dtype=float)
+            v = v[np.isfinite(v)]
+            sets.append(v[v > 0] if log_x else v)
+        both = np.concatenate(sets)
+        if both.size:
+            lo, hi = both.min(), both.max()
+            bins = np.geomspace(lo, hi * 1.0001, 30) if log_x and lo < hi else 30
+            for v, color, name in ((sets[0], BLUE, "kept"), (sets[1], ORANGE, "dropped")):
+                if v.size:
+                    ax.hist(v, bins=bins, weights=np.full(v.size, 1 / v.size), color=color, alpha=0.55,
+                            label=f"{name} (n={v.size:,})")
+            ax.legend(fontsize=7)
+        if log_x:
+            ax.set_xscale("log")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def stacked_hbar(labels: Sequence[str], a: Sequence[float], b: Sequence[float], names: tuple[str, str], title: str) -> str:
+    """One bar per label: ``a`` then ``b`` stacked (e.g. kept and dropped documents)."""
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(labels) + 1.4))
+    y = np.arange(len(labels))[::-1]
+    ax.barh(y, a, color=BLUE, label=names[0])
+    ax.barh(y, b, left=a, color=ORANGE, label=names[1])
+    ax.set_xlim(0, max((x + z for x, z in zip(a, b)), default=1) * 1.08 or 1)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)
+
+
+def bars(labels: Sequence[str], values: Sequence[float], title: str, xlabel: str, ylabel: str) -> str:
+    """Vertical bars, one per label (e.g. clusters per cluster size)."""
+    fig, ax = plt.subplots(figsize=(6, 2.4))
+    x = np.arange(len(labels))
+    ax.bar(x, values, color=BLUE, width=0.6)
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_ylim(0, max(values, default=1) * 1.15 + 0.5)
+    ax.set_xticks(x, labels, fontsize=8)
+    for xi, v in zip(x, values):
+        ax.text(xi, v, f"{v:,}", ha="center", va="bottom", fontsize=7)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    return _png(fig)

@@ -13,7 +13,9 @@ comparison with a second run.
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import html
+import json
 import logging
 import os
 from collections import Counter
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ccpipe.audit import plots
-from ccpipe.audit.data import AuditConfig, RunData, load_run
+from ccpipe.audit.data import AuditConfig, RunData, cluster_kept_texts, dropped_texts, kept_texts, load_run
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,11 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.88em}td,th{border:1px so
 th{background:#f3f5f8}td.n{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;display:block;margin:.6em 0}.na{color:#8a5a00;background:#fff6e5;padding:.4em .7em;border-left:3px solid #d9822b}
 .meta{color:#666;font-size:.85em}code{background:#f3f3f3;padding:0 .2em}nav a{margin-right:.8em}
+.txt{white-space:pre-wrap;font-family:ui-monospace,monospace;font-size:.8em;max-height:10em;overflow:auto;background:#fafafa;padding:.3em}
+table.ex{width:100%;table-layout:fixed}table.ex td,table.ex th{vertical-align:top;overflow-wrap:anywhere}table.side td{width:50%}
+table.side .txt{max-height:24em}
+table.samples th:first-child{width:9em}
+.del{background:#fbd5d5}.ins{background:#d3f2d3}pre{font-size:.8em;background:#fafafa;padding:.5em;overflow:auto;max-height:30em}
 """
 
 
@@ -111,8 +118,12 @@ def section_funnel(d: RunData) -> str:
         out.append(img(plots.hbar([r[0] for r in rows], [r[1] for r in rows], "documents dropped by reason", "documents", plots.GREY), "drop reasons"))
     else:
         out.append("<p>No document was dropped.</p>")
+    if s.get("file_problems"):
+        probs = list(s["file_problems"].items())
+        more = f"<p>... and {len(probs) - 200:,} more files with problems (stats/run.json names them all).</p>" if len(probs) > 200 else ""
+        out.append("<h3>File problems</h3>" + table(["file", "problem"], [[k, v] for k, v in probs[:200]]) + more)
     if s.get("file_errors"):
-        out.append("<h3>File problems</h3>" + table(["problem", "count"], [[k, v] for k, v in s["file_errors"].items()]))
+        out.append("<h3>Damage inside files</h3>" + table(["problem", "count"], [[k, v] for k, v in s["file_errors"].items()]))
     return "".join(out)
 
 
@@ -190,7 +201,7 @@ def section_ref(d: RunData) -> str:
         ["documents", "p10", "median", "p90", "share >= 0.5"], [[len(fin), float(q[0]), float(q[1]), float(q[2]), _pct(int((fin >= 0.5).sum()), len(fin))]])
 
 
-def section_dedup(d: RunData) -> str:
+def section_dedup(d: RunData, cfg: AuditConfig) -> str:
     s = d.stats
     out = ["<h2 id='dedup'>Deduplication</h2><h3>Line dedup (CCNet)</h3>"]
     ld = next((st for name, st in s["steps"].items() if "line" in name and "dedup" in name), None)
@@ -207,9 +218,6 @@ def section_dedup(d: RunData) -> str:
     mh = {name: st for name, st in s["steps"].items() if "minhash" in name or ("dedup" in name and "line" not in name)}
     if mh:
         out.append(table(["step", "docs in", "docs out", "dropped"], [[name, st["docs_in"], st["docs_out"], ", ".join(f"{k}: {v}" for k, v in st["dropped"].items()) or "0"] for name, st in mh.items()]))
-        counters = [[f"{name}/{k}", v] for name, st in mh.items() for k, v in st.get("counters", {}).items()]
-        if counters:
-            out.append(table(["counter", "value"], counters))
     if d.has("dup_cluster_size"):
         t = d.docs
         sizes = np.asarray(t.column("dup_cluster_size").fill_null(1).to_numpy(zero_copy_only=False), dtype=float)
@@ -218,10 +226,292 @@ def section_dedup(d: RunData) -> str:
         n_clusters = len({c for c, z in zip(cid, sizes) if z >= 2 and c is not None}) if cid is not None else int(in_cl.sum())
         out.append(table(["", "value"], [["kept documents from a cluster of size >= 2", int(in_cl.sum())], ["clusters", n_clusters],
                                           ["largest cluster", int(sizes.max()) if len(sizes) else 0], ["mean cluster size (size >= 2)", float(sizes[in_cl].mean()) if in_cl.any() else 0.0]]))
-        if in_cl.any():
-            out.append(img(plots.histograms([("cluster size of kept documents", sizes[in_cl], [])], "documents per cluster", cols=1), "MinHash cluster sizes"))
-    elif not mh:
+    if mh or d.has("dup_cluster_size"):
+        out.append(minhash_clusters(d, cfg))
+    counters = [[f"{name}/{k}", v] for name, st in mh.items() for k, v in st.get("counters", {}).items()]
+    if counters:
+        out.append("<details><summary>MinHash counters (candidate pairs, edges, memory)</summary>" + table(["counter", "value"], counters) + "</details>")
+    if not mh and not d.has("dup_cluster_size"):
         out.append(na("MinHash clusters", "enable the MinHash dedup step."))
+    return "".join(out)
+
+
+# -- what was dropped, by whom, from where; what was kept -----------------------------------
+def _text_cell(text: str, limit: int) -> str:
+    if not text:
+        return "<div class='txt meta'>(no text)</div>"
+    cut = text[:limit]
+    more = f" … (+{len(text) - limit:,} characters)" if len(text) > limit else ""
+    return f"<div class='txt'>{_e(cut)}{_e(more)}</div>"
+
+
+def _no_dropped(d: RunData) -> str:
+    mode = ((d.record.get("config") or {}).get("output") or {}).get("keep_dropped")
+    if mode == "none":
+        return na("dropped documents", "the run kept none (output.keep_dropped: none).")
+    return na("dropped documents", "the run kept none: runs of ccpipe before keep_dropped, or nothing was dropped.")
+
+
+def section_dropped(d: RunData, cfg: AuditConfig) -> str:
+    out = ["<h2 id='dropped'>Dropped documents</h2>"]
+    drops = sorted(d.stats["dropped"].items(), key=lambda kv: -kv[1])
+    if not drops:
+        return out[0] + "<p>No document was dropped.</p>"
+    t = d.dropped
+    if t is None or not t.num_rows:
+        return out[0] + _no_dropped(d)
+    keys = [f"{s}/{r}" for s, r in zip(t.column("drop_step").to_pylist(), t.column("drop_reason").to_pylist())]
+    kept_n = Counter(keys)
+    nbytes = d.stats.get("counters", {}).get("dropped_bytes")
+    out.append(f"<p>The run kept {t.num_rows:,} of its {d.stats['documents']['dropped']:,} dropped documents under "
+               f"<code>dropped/</code>{f' ({nbytes / 1e6:.2f} MB)' if nbytes else ''}; below, for each reason, the first "
+               f"{cfg.examples_per_reason} in shard order, with the value that caused the drop.</p>")
+    read = d.stats["documents"]["read"]
+    out.append(table(["step/reason", "documents dropped", "share of read", "kept under dropped/"],
+                     [[k, v, _pct(v, read), kept_n.get(k, 0)] for k, v in drops]))
+    cols = {c: t.column(c).to_pylist() for c in ("title", "url", "drop_detail", "file", "row")}
+    for key, _ in drops:
+        idx = [i for i, k in enumerate(keys) if k == key][: cfg.examples_per_reason]
+        if not idx:
+            continue
+        txt = dropped_texts(d, [(cols["file"][i], cols["row"][i]) for i in idx])
+        rows = "".join(f"<tr><td>{_e((cols['title'][i] or '')[:100])}<br><span class='meta'>{_e((cols['url'][i] or '')[:120])}</span></td>"
+                       f"<td>{_e(cols['drop_detail'][i] or '')}</td><td>{_text_cell(x, cfg.text_chars)}</td></tr>"
+                       for i, x in zip(idx, txt))
+        out.append(f"<h3>{_e(key)}</h3><table class='ex'><thead><tr><th>title / URL</th><th>why</th><th>start of the text</th></tr></thead>"
+                   f"<tbody>{rows}</tbody></table>")
+    return "".join(out)
+
+
+def section_domains(d: RunData, cfg: AuditConfig) -> str:
+    out = ["<h2 id='domains'>Domains</h2>"]
+    if "source_domain" not in d.docs.column_names and d.dropped_summary is None:
+        return out[0] + na("per-domain view", "the rows have no source_domain column.")
+    kept = Counter(d.docs.column("source_domain").to_pylist()) if "source_domain" in d.docs.column_names else Counter()
+    dropped = Counter(d.dropped_summary.column("source_domain").to_pylist()) if d.dropped_summary is not None else Counter()
+    total = kept + dropped
+    nk = max(sum(kept.values()), 1)
+    top = [k for k, _ in total.most_common(cfg.top_domains)]
+    shares = sorted(kept.values(), reverse=True)
+    out.append(f"<p>{len(kept):,} domains among kept documents, {len(dropped):,} among dropped ones"
+               + ("" if d.dropped_summary is not None else " (dropped documents not kept by this run: kept only)") + ". "
+               + "Share of kept documents from the largest domain: " + ", ".join(
+                   f"top {n}: {sum(shares[:n]) / nk:.1%}" for n in (1, 10, 100) if len(shares) >= n) + ".</p>")
+    if top:
+        out.append(img(plots.stacked_hbar([str(k or "(none)")[:40] for k in top], [kept[k] for k in top], [dropped[k] for k in top],
+                                          ("kept", "dropped"), f"documents per domain, largest {len(top)}"), "documents per domain"))
+        out.append(table(["domain", "kept", "dropped", "dropped share", "share of kept"],
+                         [[k or "(none)", kept[k], dropped[k], _pct(dropped[k], total[k]), _pct(kept[k], nk)] for k in top]))
+    return "".join(out)
+
+
+def section_lengths(d: RunData) -> str:
+    out = ["<h2 id='lengths'>Lengths</h2>"]
+    if "length" not in d.docs.column_names:
+        return out[0] + na("lengths", "no kept documents.")
+    s = d.dropped_summary
+    empty = np.zeros(0)
+    panels = [(f"characters per document", np.asarray(d.docs.column("length").to_numpy(zero_copy_only=False), float),
+               np.asarray(s.column("length").to_numpy(zero_copy_only=False), float) if s is not None else empty),
+              (f"lines per document", np.asarray(d.docs.column("nlines").to_numpy(zero_copy_only=False), float),
+               np.asarray(s.column("nlines").to_numpy(zero_copy_only=False), float) if s is not None else empty)]
+    out.append(img(plots.kept_vs_dropped(panels), "length and line count, kept and dropped"))
+    out.append("<p class='meta'>Each distribution as a share of its own documents (log scale); a dropped document's "
+               "length is as the dropping step saw it (after line dedup for later steps; empty documents are not drawn).</p>")
+    if s is None:
+        out.append(_no_dropped(d))
+    rows = []
+    for name, col in (("kept", d.docs), ("dropped", s)):
+        if col is None or not col.num_rows:
+            continue
+        for c in ("length", "nlines"):
+            v = np.asarray(col.column(c).to_numpy(zero_copy_only=False), float)
+            q = np.quantile(v, [0.1, 0.5, 0.9])
+            rows.append([name, "characters" if c == "length" else "lines", len(v), float(q[0]), float(q[1]), float(q[2])])
+    out.append(table(["documents", "of", "n", "p10", "median", "p90"], rows))
+    return "".join(out)
+
+
+def section_samples(d: RunData, cfg: AuditConfig) -> str:
+    out = ["<h2 id='samples'>Kept samples</h2>"]
+    t = d.docs
+    if not t.num_rows:
+        return out[0] + na("kept samples", "no kept documents.")
+    parts = Counter(t.column("partition").to_pylist())
+    order = [p for p, _ in parts.most_common(cfg.max_partitions_sampled)]
+    out.append(f"<p>The first {cfg.samples_per_partition} documents (in shard order) of each language and bucket, "
+               f"the {len(order)} largest of {len(parts)}.</p>")
+    part, files, rows_ = (t.column(c).to_pylist() for c in ("partition", "file", "row"))
+    title, url = (t.column(c).to_pylist() for c in ("title", "url"))
+    first: dict[str, list[int]] = {}
+    for i in sorted(range(len(part)), key=lambda i: (files[i], rows_[i])):
+        if part[i] in order and len(first.setdefault(part[i], [])) < cfg.samples_per_partition:
+            first[part[i]].append(i)
+    idx = [i for p in order for i in first.get(p, [])]
+    txt = kept_texts(d, [(files[i], rows_[i]) for i in idx])
+    body = "".join(f"<tr><td>{_e(part[i])}<br><span class='meta'>{parts[part[i]]:,} documents</span></td>"
+                   f"<td>{_e((title[i] or '')[:100])}<br><span class='meta'>{_e((url[i] or '')[:120])}</span></td>"
+                   f"<td>{_text_cell(x, cfg.text_chars)}</td></tr>" for i, x in zip(idx, txt))
+    out.append("<table class='ex samples'><thead><tr><th>language / bucket</th><th>title / URL</th><th>start of the text</th></tr></thead>"
+               f"<tbody>{body}</tbody></table>")
+    return "".join(out)
+
+
+def section_run(d: RunData, cfg: AuditConfig) -> str:
+    out = ["<h2 id='run'>Run</h2>"]
+    info, rec, c = d.info, d.record, d.stats.get("counters", {})
+    inv = info.get("invocations", [])
+    if inv:
+        out.append("<h3>Invocations</h3>" + table(["started (UTC)", "finished", "wall seconds", "ccpipe", "executor", "workers", "host"],
+                   [[x.get("started", ""), x.get("finished", ""), float(x.get("wall_seconds", 0.0)), x.get("ccpipe_version", ""),
+                     x.get("executor", ""), x.get("workers", ""), x.get("host", "")] for x in inv]))
+    else:
+        out.append(na("version and invocations", "the run has no stats/run_info.json (a ccpipe before it, or unfinished)."))
+    phases = [[k.removeprefix("wall_seconds_"), float(v)] for k, v in c.items() if k.startswith("wall_seconds_")]
+    if phases:
+        out.append("<h3>Timings</h3>" + table(["phase (last invocation)", "wall seconds"], phases))
+    shards = rec.get("shards") or []
+    per_file = Counter(p for p, *_ in shards)
+    sizes = {x["path"]: x.get("bytes") for x in info.get("inputs", [])}
+    problems = d.stats.get("file_problems", {})
+    cap = cfg.max_files_listed
+    if per_file:
+        listed = list(per_file.items())[:cap]
+        out.append(f"<h3>Inputs</h3><p>{len(per_file):,} files, {len(shards):,} shards"
+                   + (f"; the first {cap} listed" if len(per_file) > cap else "") + ".</p>"
+                   + table(["file", "bytes", "shards", "problem"],
+                           [[p, sizes.get(p) if sizes.get(p) is not None else "", n, problems.get(p, "")] for p, n in listed]))
+    if rec.get("config"):
+        config = json.loads(json.dumps(rec["config"]))
+        paths = (config.get("input") or {}).get("paths")
+        if isinstance(paths, list) and len(paths) > cap:
+            config["input"]["paths"] = paths[:cap] + [f"... and {len(paths) - cap:,} more"]
+        out.append("<h3>Config</h3><details><summary>the run's config (stats/run_config.json)</summary><pre>"
+                   + _e(json.dumps(config, indent=2, sort_keys=True)) + "</pre></details>")
+    return "".join(out)
+
+
+def section_quality_score(d: RunData) -> str:
+    out = "<h2 id='quality'>Quality score</h2>"
+    if not d.has("quality_score"):
+        return out + na("quality score", "enable the quality_score step (`ccpipe models build-defaults`).")
+    kept = np.asarray(d.docs.column("quality_score").to_numpy(zero_copy_only=False), float)
+    s = d.dropped_summary
+    dropped = np.zeros(0)
+    if s is not None:
+        m = np.asarray([x == "quality_score" for x in s.column("drop_step").to_pylist()], bool)
+        dropped = np.asarray(s.column("drop_value").to_numpy(zero_copy_only=False), float)[m] if m.any() else dropped
+    below = ((d.record.get("config") or {}).get("quality_score") or {}).get("drop_below") or 0.0
+    lines = [(float(below), f"drop_below {below}")] if below else []
+    panels = [("kept documents", kept, lines)] + ([("dropped by quality_score", dropped, lines)] if dropped.size else [])
+    fin = kept[np.isfinite(kept)]
+    q = np.quantile(fin, [0.1, 0.5, 0.9]) if fin.size else [np.nan] * 3
+    return out + img(plots.histograms(panels, "quality_score", cols=2), "quality score distribution") + table(
+        ["documents", "p10", "median", "p90", "dropped by quality_score"], [[len(fin), float(q[0]), float(q[1]), float(q[2]), int(dropped.size)]])
+
+
+def _context_start(lines: list[str], first: int, chars: int = 200) -> int:
+    """Where to start showing ``lines`` so that at most 3 lines and ``chars`` characters
+    come before line ``first`` (the difference stays in view of a scrolled cell)."""
+    start, n = first, 0
+    while start > 0 and first - start < 3 and n + len(lines[start - 1]) <= chars:
+        start -= 1
+        n += len(lines[start])
+    return start
+
+
+def _diff_cells(a: str, b: str, limit: int) -> tuple[str, str, str]:
+    """Two texts as HTML, the lines that differ highlighted (difflib, line by line), each
+    from just before the first difference (:func:`_context_start`) and cut at ``limit``
+    characters; and a note saying how many lines differ."""
+    al, bl = a.split("\n"), b.split("\n")
+    ops = difflib.SequenceMatcher(None, al, bl, autojunk=False).get_opcodes()
+    first = next((op for op in ops if op[0] != "equal"), None)
+    if first is None:
+        note = f"identical texts ({len(al):,} lines)"
+        skip_a = skip_b = 0
+    else:
+        diff_a = sum(i2 - i1 for op, i1, i2, _, _ in ops if op != "equal")
+        diff_b = sum(j2 - j1 for op, _, _, j1, j2 in ops if op != "equal")
+        skip_a, skip_b = _context_start(al, first[1]), _context_start(bl, first[3])
+        note = (f"{diff_a:,} of {len(al):,} lines differ on the left, {diff_b:,} of {len(bl):,} on the right"
+                + (f"; shown from line {skip_a + 1:,} / {skip_b + 1:,}, just before the first difference" if skip_a or skip_b else ""))
+    left, right = [], []
+    for op, i1, i2, j1, j2 in ops:
+        for side, lo, hi, lines, skip, cls in ((left, i1, i2, al, skip_a, "del"), (right, j1, j2, bl, skip_b, "ins")):
+            for k in range(max(lo, skip), hi):
+                side.append((lines[k], op == "equal", cls))
+
+    def render(side: list) -> str:
+        out, n = [], 0
+        for text, same, cls in side:
+            if n >= limit:
+                out.append(_e("…"))
+                break
+            text = text[: limit - n]
+            n += len(text) + 1
+            out.append(_e(text) if same else f"<span class='{cls}'>{_e(text) or '&nbsp;'}</span>")
+        return "<div class='txt'>" + "\n".join(out) + "</div>"
+
+    return render(left), render(right), note
+
+
+def minhash_clusters(d: RunData, cfg: AuditConfig) -> str:
+    """Cluster-size histogram and a few clusters side by side (kept member and a removed one)."""
+    out = []
+    t = d.docs
+    if d.has("dup_cluster_size"):
+        sizes = np.asarray(t.column("dup_cluster_size").fill_null(1).to_numpy(zero_copy_only=False), int)
+        per_size = Counter(sizes[sizes >= 2].tolist())  # one kept document per cluster
+        if per_size:
+            ks = sorted(per_size)
+            labels = [str(k) for k in ks] if len(ks) <= 12 else [str(k) for k in ks[:11]] + [f">{ks[10]}"]
+            vals = [per_size[k] for k in ks[:11]] + ([sum(per_size[k] for k in ks[11:])] if len(ks) > 12 else ([per_size[ks[11]]] if len(ks) == 12 else []))
+            out.append(img(plots.bars(labels, vals, "near-duplicate clusters by size", "documents in the cluster", "clusters"), "MinHash cluster sizes"))
+            n_cl, n_rm = sum(per_size.values()), sum((k - 1) * n for k, n in per_size.items())
+            out.append(f"<p>{n_cl:,} cluster{'s' if n_cl != 1 else ''} of two or more documents; one member of each is kept, "
+                       f"{n_rm:,} document{'s' if n_rm != 1 else ''} removed.</p>")
+        else:
+            out.append("<p>No near-duplicate cluster: every kept document is unique.</p>")
+    r = d.dropped
+    if r is None or not r.num_rows:
+        return "".join(out)
+    step = r.column("drop_step").to_pylist()
+    mh = [i for i, s in enumerate(step) if s == "minhash"]
+    if not mh:
+        return "".join(out)
+    kept_at = {}
+    want = set(r.column("dup_kept_id").to_pylist())
+    for i, (k, f, row) in enumerate(zip(t.column("id").to_pylist(), t.column("file").to_pylist(), t.column("row").to_pylist())):
+        if k in want:
+            kept_at[k] = (f, row)
+    cid, kid, size = r.column("dup_cluster_id").to_pylist(), r.column("dup_kept_id").to_pylist(), r.column("drop_value").to_pylist()
+    shown, picks = set(), []
+    # largest clusters first, those whose kept member the run kept as MinHash saw it first, then shard order
+    for i in sorted(mh, key=lambda i: (kid[i] not in d.cluster_kept, -(size[i] or 0))):
+        if cid[i] not in shown and (kid[i] in kept_at or kid[i] in d.cluster_kept):
+            shown.add(cid[i])
+            picks.append(i)
+        if len(picks) == cfg.clusters_shown:
+            break
+    if not picks:
+        return "".join(out)
+    as_seen = [kid[i] in d.cluster_kept for i in picks]
+    seen_txt = iter(cluster_kept_texts(d, [d.cluster_kept[kid[i]] for i, s in zip(picks, as_seen) if s]))
+    out_txt = iter(kept_texts(d, [kept_at[kid[i]] for i, s in zip(picks, as_seen) if not s]))
+    kept_txt = [next(seen_txt) if s else next(out_txt) for s in as_seen]
+    removed_txt = dropped_texts(d, [(r.column("file")[i].as_py(), r.column("row")[i].as_py()) for i in picks])
+    urls, rurls = {k: u for k, u in zip(t.column("id").to_pylist(), t.column("url").to_pylist()) if k in want}, r.column("url").to_pylist()
+    out.append(f"<h4>Clusters side by side</h4><p class='meta'>The kept member and a removed one as MinHash compared them, "
+               f"{cfg.cluster_chars:,} characters from just before their first difference, lines that differ highlighted. Where the run did not keep the kept member's text "
+               "from before line dedup (<code>dropped/cluster_kept/</code>), it is shown as in the output: after line dedup, "
+               "without the lines it shares with other documents.</p>")
+    for i, a, b, s in zip(picks, kept_txt, removed_txt, as_seen):
+        la, lb, note = _diff_cells(a, b, cfg.cluster_chars)
+        how = "as MinHash saw it" if s else "as in the output, after line dedup"
+        out.append(f"<table class='ex side'><thead><tr><th>kept (cluster of {int(size[i] or 0)}), {how}: {_e((urls.get(kid[i]) or '')[:90])}</th>"
+                   f"<th>removed: {_e((rurls[i] or '')[:90])}</th></tr></thead><tbody><tr><td>{la}</td><td>{lb}</td></tr>"
+                   f"<tr><td colspan='2' class='meta'>{_e(note)}</td></tr></tbody></table>")
     return "".join(out)
 
 
@@ -317,8 +607,11 @@ def build_report(run: str | os.PathLike[str], compare: str | os.PathLike[str] | 
     cfg = config or AuditConfig()
     a = load_run(run, cfg)
     b = load_run(compare, cfg, with_geometry=False) if compare is not None else None
-    sections = [section_summary(a), section_funnel(a), section_languages(a), section_perplexity(a, cfg), section_ref(a), section_dedup(a), section_geometry(a, cfg)]
-    nav = ["summary", "funnel", "languages", "perplexity", "ref", "dedup", "density", "clusters"]
+    sections = [section_summary(a), section_funnel(a), section_dropped(a, cfg), section_domains(a, cfg), section_lengths(a),
+                section_languages(a), section_samples(a, cfg), section_perplexity(a, cfg), section_ref(a), section_quality_score(a),
+                section_dedup(a, cfg), section_geometry(a, cfg), section_run(a, cfg)]
+    nav = ["summary", "funnel", "dropped", "domains", "lengths", "languages", "samples", "perplexity", "ref", "quality", "dedup",
+           "density", "clusters", "run"]
     if b is not None:
         sections.append(section_compare(a, b))
         nav.append("compare")

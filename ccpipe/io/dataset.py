@@ -31,6 +31,8 @@ import pyarrow.parquet as pq
 
 DATA_DIR = "data"
 PARTITION_KEYS = ("language", "bucket")
+DROPPED_DIR = "dropped"
+"""Dropped documents (:mod:`ccpipe.dropped`): ``dropped/docs/``, ``dropped/summary/``, ``dropped/cluster_kept/``."""
 
 
 def data_dir(run_dir: str | os.PathLike[str]) -> Path:
@@ -97,6 +99,31 @@ def read_rows(run_dir: str | os.PathLike[str], columns: Sequence[str] | None = N
             if key in values and key not in t.column_names and (columns is None or key in columns):
                 t = t.append_column(key, pa.array([values[key]] * t.num_rows, pa.string()))
         parts.append(t)
+    if not parts:
+        cols = list(columns) if columns is not None else ["id"]
+        return pa.table({c: pa.array([], pa.string()) for c in cols})
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def dropped_files(run_dir: str | os.PathLike[str], kind: str = "docs") -> list[Path]:
+    """The run's finished files of dropped documents (``kind="docs"``: the kept sample with
+    text and reasons), of their summary (``"summary"``: one row per dropped document), or
+    of MinHash clusters' kept members as MinHash saw them (``"cluster_kept"``)."""
+    if kind not in ("docs", "summary", "cluster_kept"):
+        raise ValueError(f"kind must be 'docs', 'summary' or 'cluster_kept', got {kind!r}")
+    return sorted((Path(run_dir) / DROPPED_DIR / kind).glob("part-*.parquet"))
+
+
+def read_dropped(run_dir: str | os.PathLike[str], columns: Sequence[str] | None = None,
+                 kind: str = "docs", files: Sequence[Path] | None = None) -> pa.Table:
+    """Dropped documents of a run as one table (see :func:`dropped_files`; ``files``: only
+    these of them); columns a file lacks are filled with nulls; an empty table when the run
+    kept none."""
+    parts = []
+    for path in dropped_files(run_dir, kind) if files is None else files:
+        pf = pq.ParquetFile(path)
+        want = [c for c in columns if c in pf.schema_arrow.names] if columns is not None else None
+        parts.append(pf.read(columns=want))
     if not parts:
         cols = list(columns) if columns is not None else ["id"]
         return pa.table({c: pa.array([], pa.string()) for c in cols})

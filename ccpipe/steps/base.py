@@ -33,6 +33,8 @@ class TaskContext:
     """Index of the shard group (line-dedup hash sets are shared per group)."""
     index_in_group: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    dropped: Any = None
+    """Where the documents steps drop are kept (:class:`ccpipe.dropped.DropSink`), or None."""
 
     def step_stats(self, name: str) -> StepStats:
         return self.stats.step(name)
@@ -85,16 +87,34 @@ def counted(step: Step, docs: Iterable[Document], ctx: TaskContext) -> Iterator[
 
     Written once and used by every executor, so in/out counts are the same
     whatever runs the step. Time spent inside the step (its own generator frames,
-    not the upstream ones) is accumulated in ``seconds``.
+    not the upstream ones) is accumulated in ``seconds``. With ``ctx.dropped`` set,
+    every document the step drops is handed to it with its reason (and every one it
+    keeps to its ``passed``), which needs steps to take one document and yield it or
+    not before taking the next, as every step here does.
     """
     st = ctx.stats.step(step.name)
     clock = time.perf_counter
     upstream = 0.0
+    sink = ctx.dropped
+    # Dropped documents, for ``ctx.dropped``: steps take one document, then yield it or
+    # not, before they take the next; so a document not yielded by the time the next is
+    # taken (or the input ends) was dropped, for the reason whose count grew meanwhile.
+    last: list = [None, None, False]  # the document in the step, drop counts before it, yielded
+
+    def settle() -> None:
+        doc, before, out = last
+        if doc is None or out:
+            return
+        grew = [r for r, n in st.dropped.items() if n != before.get(r, 0)]
+        if grew:  # else the step yielded another object in its place: not a drop
+            sink.add(step, grew[0] if len(grew) == 1 else "unattributed", doc)
 
     def inputs() -> Iterator[Document]:
         nonlocal upstream
         it = iter(docs)
         while True:
+            if sink is not None:
+                settle()
             t0 = clock()
             try:
                 doc = next(it)
@@ -104,6 +124,8 @@ def counted(step: Step, docs: Iterable[Document], ctx: TaskContext) -> Iterator[
             upstream += clock() - t0
             st.docs_in += 1
             st.chars_in += len(doc.raw_content)
+            if sink is not None:
+                last[:] = doc, dict(st.dropped), False
             yield doc
 
     out = step.run(inputs(), ctx)
@@ -116,6 +138,9 @@ def counted(step: Step, docs: Iterable[Document], ctx: TaskContext) -> Iterator[
             st.seconds += (clock() - t0) - (upstream - up0)
             return
         st.seconds += (clock() - t0) - (upstream - up0)
+        if sink is not None and doc is last[0]:
+            last[2] = True
+            sink.passed(step, doc)
         st.docs_out += 1
         st.chars_out += len(doc.raw_content)
         yield doc

@@ -174,55 +174,63 @@ class GopherQuality(Step):
 
     def check_document(self, text: str, language: str | None = None) -> str | None:
         """The first rule ``text`` breaks (``gopher_<rule>``), or ``None`` when it passes."""
+        for rule, _, _, broken in self._checks(text, language):
+            if broken:
+                return rule
+        return None
+
+    def measure(self, text: str, language: str | None, rule: str) -> tuple[float, str] | None:
+        """What rule ``rule`` measures on ``text`` and its limit (``"> 0.3"``), for audits of
+        a dropped document; None if the rule is not reached (an earlier one breaks first)."""
+        for name, value, limit, _ in self._checks(text, language):
+            if name == rule:
+                return value, limit
+        return None
+
+    def _checks(self, text: str, language: str | None) -> Iterator[tuple[str, float, str, bool]]:
+        """(rule, measured value, its limit, broken) for each rule in order, lazily: the
+        costly repetition rules are measured only when the earlier ones pass."""
         r = self.rules
         words = text.split()
         n_words = len(words)
-        if n_words < r.min_words:
-            return "gopher_too_few_words"
-        if n_words > r.max_words:
-            return "gopher_too_many_words"
+        yield "gopher_too_few_words", n_words, f"< {r.min_words}", n_words < r.min_words
+        yield "gopher_too_many_words", n_words, f"> {r.max_words}", n_words > r.max_words
         word_chars = sum(map(len, words))
         mean_len = word_chars / n_words
-        if not r.min_mean_word_length <= mean_len <= r.max_mean_word_length:
-            return "gopher_mean_word_length"
+        yield ("gopher_mean_word_length", mean_len, f"outside [{r.min_mean_word_length}, {r.max_mean_word_length}]",
+               not r.min_mean_word_length <= mean_len <= r.max_mean_word_length)
         symbols = text.count("#") + text.count("...") + text.count("\u2026")
-        if symbols / n_words > r.max_symbol_word_ratio:
-            return "gopher_symbol_word_ratio"
+        yield "gopher_symbol_word_ratio", symbols / n_words, f"> {r.max_symbol_word_ratio}", symbols / n_words > r.max_symbol_word_ratio
         all_lines = text.split("\n")
         lines = [ln for ln in all_lines if ln.strip()]
         if lines:
-            bullets = sum(1 for ln in lines if ln.lstrip().startswith(BULLETS))
-            if bullets / len(lines) > r.max_bullet_lines_ratio:
-                return "gopher_bullet_lines"
-            ellipsis = sum(1 for ln in lines if ln.rstrip().endswith(("...", "\u2026")))
-            if ellipsis / len(lines) > r.max_ellipsis_lines_ratio:
-                return "gopher_ellipsis_lines"
-        if count_alpha_words(text) / n_words < r.min_alpha_words_ratio:
-            return "gopher_alpha_words"
+            bullets = sum(1 for ln in lines if ln.lstrip().startswith(BULLETS)) / len(lines)
+            yield "gopher_bullet_lines", bullets, f"> {r.max_bullet_lines_ratio}", bullets > r.max_bullet_lines_ratio
+            ellipsis = sum(1 for ln in lines if ln.rstrip().endswith(("...", "\u2026"))) / len(lines)
+            yield "gopher_ellipsis_lines", ellipsis, f"> {r.max_ellipsis_lines_ratio}", ellipsis > r.max_ellipsis_lines_ratio
+        alpha = count_alpha_words(text) / n_words
+        yield "gopher_alpha_words", alpha, f"< {r.min_alpha_words_ratio}", alpha < r.min_alpha_words_ratio
         lower_words = text.lower().split()
-        if language == "en" and r.min_stop_words and len(STOP_WORDS_EN.intersection(lower_words)) < r.min_stop_words:
-            return "gopher_stop_words"
+        if language == "en" and r.min_stop_words:
+            stop = len(STOP_WORDS_EN.intersection(lower_words))
+            yield "gopher_stop_words", stop, f"< {r.min_stop_words}", stop < r.min_stop_words
         # repetition
         dup, dup_chars = _dup_ratios(all_lines)
-        if dup > r.max_dup_lines_ratio:
-            return "gopher_dup_lines"
-        if dup_chars > r.max_dup_line_chars_ratio:
-            return "gopher_dup_line_chars"
+        yield "gopher_dup_lines", dup, f"> {r.max_dup_lines_ratio}", dup > r.max_dup_lines_ratio
+        yield "gopher_dup_line_chars", dup_chars, f"> {r.max_dup_line_chars_ratio}", dup_chars > r.max_dup_line_chars_ratio
         dup, dup_chars = _dup_ratios(re.split(r"\n\s*\n", text))
-        if dup > r.max_dup_paragraphs_ratio:
-            return "gopher_dup_paragraphs"
-        if dup_chars > r.max_dup_paragraph_chars_ratio:
-            return "gopher_dup_paragraph_chars"
+        yield "gopher_dup_paragraphs", dup, f"> {r.max_dup_paragraphs_ratio}", dup > r.max_dup_paragraphs_ratio
+        yield ("gopher_dup_paragraph_chars", dup_chars, f"> {r.max_dup_paragraph_chars_ratio}",
+               dup_chars > r.max_dup_paragraph_chars_ratio)
         dup_limits = r.max_dup_ngram_chars_ratio
         ratios = ngram_char_ratios(lower_words, r.max_top_ngram_chars_ratio, dup_limits,
                                    dup_floor=min(dup_limits.values()) if dup_limits else None)
         for n, limit in sorted(r.max_top_ngram_chars_ratio.items()):
-            if ratios.get(f"top_{n}", 0.0) > limit:
-                return f"gopher_top_{n}gram"
+            v = ratios.get(f"top_{n}", 0.0)
+            yield f"gopher_top_{n}gram", v, f"> {limit}", v > limit
         for n, limit in sorted(r.max_dup_ngram_chars_ratio.items()):
-            if ratios.get(f"dup_{n}", 0.0) > limit:
-                return f"gopher_dup_{n}gram"
-        return None
+            v = ratios.get(f"dup_{n}", 0.0)
+            yield f"gopher_dup_{n}gram", v, f"> {limit}", v > limit
 
     def run(self, docs: Iterable[Document], ctx: TaskContext) -> Iterator[Document]:
         st = ctx.stats.step(self.name)
