@@ -160,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # the audit's atypicality imports faiss: it logs every SIMD probe
     try:
         return args.handler(args)
     except CcpipeError as e:
