@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import signal
 import uuid
 from pathlib import Path
 
@@ -95,3 +96,12 @@ def near_duplicate_run(root: Path) -> tuple[Path, str]:
         "input.paths": [str(wet)], "output.dir": str(out), "executor.progress": False, "executor.workers": 1,
         "perplexity.enabled": False, "ref.enabled": False}))
     return out, edited
+
+
+def sigint_default() -> None:
+    """``preexec_fn`` for a child a test will Ctrl-C: SIGINT back to its default.
+
+    A shell starts background jobs (``cmd &``, ``nohup``) with SIGINT ignored and an
+    ignored signal stays ignored across exec, so under such a runner Python would start
+    with Ctrl-C switched off and the test would see the command finish instead."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

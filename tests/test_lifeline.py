@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ccpipe.stats import Stats
-from tests.conftest import ROOT, data_path
+from tests.conftest import ROOT, data_path, sigint_default
 
 psutil = pytest.importorskip("psutil")
 
@@ -113,7 +113,7 @@ def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path, bench_we
     out = tmp_path / "out"
     # its own session, then SIGINT to the whole group: what Ctrl-C in a terminal does
     proc = subprocess.Popen(_cli(out, bench_wet), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=sigint_default)
     descendants: list = []
     try:
         assert _wait_for(lambda: len(_pool_workers(proc.pid)) == 2, 120)

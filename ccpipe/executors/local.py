@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -34,6 +36,7 @@ class LocalExecutor(Executor):
         self._pool: ProcessPoolExecutor | None = None
 
     def _new_pool(self, n: int) -> ProcessPoolExecutor:
+        _start_forkserver_deaf_to_ctrl_c()
         # forkserver: workers start from a clean, thread-free process (safe with
         # pyarrow/torch threads in the driver) and still start fast; each worker
         # dies with the driver, even a SIGKILLed one (ccpipe.lifeline)
@@ -130,6 +133,28 @@ class LocalExecutor(Executor):
         log.warning("%s failed (%r); retry %d/%d in %.1fs", describe(item), err, attempts[key], self.cfg.max_retries, delay)
         time.sleep(delay)
         pending.append((item, w))
+
+
+def _start_forkserver_deaf_to_ctrl_c() -> None:
+    """Start the forkserver (and the resource tracker) with SIGINT ignored.
+
+    A forked worker gets the forkserver's *initial* SIGINT disposition back, and
+    ``lifeline.worker_init`` ignores SIGINT only after the worker has imported the
+    pipeline (a second or more on a busy machine). A Ctrl-C in that window printed a
+    KeyboardInterrupt traceback from the worker. Started with SIGINT ignored (kept
+    across exec, and Python leaves an ignored SIGINT alone), the forkserver hands
+    every worker an ignored SIGINT from its first instruction; the driver alone
+    handles Ctrl-C. The driver ignores SIGINT only while it spawns the two processes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal.signal works in the main thread only; the pool still works
+    from multiprocessing import forkserver
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

@@ -23,6 +23,8 @@ import pytest
 
 from fixtures import documents, make_run, write_shard
 
+from tests.conftest import sigint_default
+
 CLI = [sys.executable, "-m", "geometry.cli"]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 # A directory nobody may create entries in, root included (sysfs).
@@ -119,7 +121,8 @@ def test_unwritable_output_directory_in_train_is_one_line_before_training(tmp_pa
 
 def interrupt_when(args: list[str], marker: str) -> subprocess.CompletedProcess:
     """Run the CLI, send it a real SIGINT once ``marker`` appears on its stderr."""
-    proc = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    proc = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                            preexec_fn=sigint_default)
     seen: list[str] = []
     try:
         assert proc.stderr is not None
