@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ccpipe import lifeline
 from ccpipe.errors import CcpipeError
 
 log = logging.getLogger("ccpipe")
@@ -161,21 +162,23 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # the audit's atypicality imports faiss: it logs every SIMD probe
+    lifeline.stop_on_sigterm()
     try:
         return args.handler(args)
     except CcpipeError as e:
         log.error("%s", e)
         return 2
-    except KeyboardInterrupt:
-        log.error("%s", INTERRUPTED.get(args.command, f"{args.command}: interrupted"))
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (lifeline.Terminated)
+        words, status = lifeline.interrupt_words(e)
+        log.error("%s", INTERRUPTED.get(args.command, f"{args.command}: interrupted").replace("interrupted", words, 1))
+        return status
     except OSError as e:  # a full disk, an unwritable or vanished path: say which, no traceback
         log.debug("details", exc_info=True)
         log.error("%s: %s (-v shows the traceback)", args.command, e)
         return 2
 
 
-# What an interrupted command (Ctrl-C) says instead of a KeyboardInterrupt traceback.
+# What an interrupted command (Ctrl-C; SIGTERM says "terminated by SIGTERM") says instead of a KeyboardInterrupt traceback.
 INTERRUPTED = {
     "run": "run stopped (interrupted); finished work is kept on disk: run the same command again to resume it",
     "audit": "audit interrupted; no report was written",

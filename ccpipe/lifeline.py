@@ -96,6 +96,31 @@ def exit_when_gone(pid: int, code: int = 1) -> None:
     threading.Thread(target=watch, name=f"ccpipe-lifeline-{pid}", daemon=True).start()
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill PID``, a scheduler's polite stop before SIGKILL), raised in the
+    driver where Ctrl-C's KeyboardInterrupt would be, so it takes the same way out:
+    workers stopped, finished work kept, one line saying how to resume."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+    """Let SIGTERM stop a command the way Ctrl-C does (exit status 143, not a silent
+    death that leaves the user guessing). Main thread only; a no-op elsewhere."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def interrupt_words(exc: BaseException) -> tuple[str, int]:
+    """How an interrupted command says what stopped it, and its exit status."""
+    if isinstance(exc, Terminated):
+        return "terminated by SIGTERM", 128 + signal.SIGTERM
+    return "interrupted", 128 + signal.SIGINT
+
+
 def worker_init(driver_pid: int) -> None:
     """Initializer of local pool workers: die with the driver, leave Ctrl-C to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)

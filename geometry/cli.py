@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from dataclasses import asdict
 
+from ccpipe import lifeline
 from ccpipe.malloc import tune_malloc
 from geometry.cli_args import MAX_BATCH, MAX_K, MAX_POINTS, Parser, device, integer, number
 from geometry.errors import GeometryError
@@ -254,13 +255,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     tune_malloc()  # torch temporaries reused instead of re-faulted (ccpipe/malloc.py)
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # it logs every SIMD probe
+    lifeline.stop_on_sigterm()
     try:
         return run(args)
     except GeometryError as e:
         log.error("%s", e)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (lifeline.Terminated: exit 143)
         log.debug("interrupted", exc_info=True)
+        if isinstance(e, lifeline.Terminated):
+            log.error("%s", _interrupted(args, argv).replace("(Ctrl-C)", "(SIGTERM)"))
+            return lifeline.interrupt_words(e)[1]
         log.error("%s", _interrupted(args, argv))
         return EXIT_INTERRUPTED
     except OSError as e:  # an unwritable or full run directory, a vanished file

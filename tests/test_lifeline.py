@@ -109,21 +109,28 @@ def test_kill_9_of_the_driver_leaves_no_worker_forkserver_or_tracker(tmp_path, b
 
 
 @pytest.mark.timeout(400)
-def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path, bench_wet):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path, bench_wet, how):
+    """Ctrl-C (SIGINT to the whole group, as a terminal sends it) and SIGTERM to the
+    driver alone (``kill PID``, a scheduler's stop) end the same way: one line, exit
+    130 / 143, nothing left running, and the same command resumes."""
     out = tmp_path / "out"
-    # its own session, then SIGINT to the whole group: what Ctrl-C in a terminal does
     proc = subprocess.Popen(_cli(out, bench_wet), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=sigint_default)
     descendants: list = []
     try:
         assert _wait_for(lambda: len(_pool_workers(proc.pid)) == 2, 120)
         descendants = psutil.Process(proc.pid).children(recursive=True)
-        os.killpg(proc.pid, signal.SIGINT)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=120)
-        assert proc.returncode == 130, stderr[-3000:]
+        assert proc.returncode == (130 if how == "ctrl-c" else 143), stderr[-3000:]
         assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
         errors = [ln for ln in stderr.splitlines() if " ERROR " in ln]
         assert len(errors) == 1 and "run the same command again to resume" in errors[0]
+        assert ("terminated by SIGTERM" in errors[0]) == (how == "sigterm"), errors[0]
         assert not (out / "stats" / "run.json").exists()
         assert _wait_for(lambda: not _alive(descendants), DEADLINE), _describe(_alive(descendants))
     finally:

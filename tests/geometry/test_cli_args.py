@@ -119,8 +119,8 @@ def test_unwritable_output_directory_in_train_is_one_line_before_training(tmp_pa
     assert "epoch 1" not in proc.stderr  # refused before any training, not at the first checkpoint
 
 
-def interrupt_when(args: list[str], marker: str) -> subprocess.CompletedProcess:
-    """Run the CLI, send it a real SIGINT once ``marker`` appears on its stderr."""
+def interrupt_when(args: list[str], marker: str, sig: int = signal.SIGINT) -> subprocess.CompletedProcess:
+    """Run the CLI, send it a real SIGINT (or ``sig``) once ``marker`` appears on its stderr."""
     proc = subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
                             preexec_fn=sigint_default)
     seen: list[str] = []
@@ -131,7 +131,7 @@ def interrupt_when(args: list[str], marker: str) -> subprocess.CompletedProcess:
             if marker in line:
                 # Stopped, the SIGINT is pending and lands as soon as it runs again: mid-work.
                 proc.send_signal(signal.SIGSTOP)
-                proc.send_signal(signal.SIGINT)
+                proc.send_signal(sig)
                 proc.send_signal(signal.SIGCONT)
                 break
         else:
@@ -168,12 +168,15 @@ def test_ctrl_c_in_embed_is_one_line_and_the_same_command_resumes(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_ctrl_c_in_train_is_one_line_and_resume_continues(tmp_path: Path, embedded: Path) -> None:
+@pytest.mark.parametrize(("sig", "words", "rc"), [(signal.SIGINT, "(Ctrl-C)", 130), (signal.SIGTERM, "(SIGTERM)", 143)])
+def test_ctrl_c_in_train_is_one_line_and_resume_continues(tmp_path: Path, embedded: Path, sig: int, words: str,
+                                                          rc: int) -> None:
+    """Ctrl-C, and SIGTERM (``kill PID``, a scheduler's stop) the same way with exit 143."""
     run = tmp_path / "run"
     shutil.copytree(embedded / "_geometry" / "embeddings", run / "_geometry" / "embeddings")
     args = ["train", run, "--epochs", "4", "--hidden", "16", "--blocks", "1", "--batch-size", "4", "--seed", "1"]
-    proc = interrupt_when(args, "epoch 2:")  # logged after epoch 1 was checkpointed
-    line = assert_one_line_error(proc, "train stopped (Ctrl-C)", "last.pt", "--resume", rc=130)
+    proc = interrupt_when(args, "epoch 2:", sig)  # logged after epoch 1 was checkpointed
+    line = assert_one_line_error(proc, f"train stopped {words}", "last.pt", "--resume", rc=rc)
     score = sorted(p.name for p in (run / "_geometry" / "score").iterdir())
     assert "last.pt" in score and "model.pt" not in score, (score, proc.stderr[-3000:])
     again = cli(*resume_command(line))
