@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+from ccpipe import lifeline
 from ccpipe.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -262,11 +263,7 @@ class Extractor:
         if self._proc is not None:
             if kill:
                 self._proc.kill()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            lifeline.reap(self._proc)
         self._proc = None
 
     def __del__(self) -> None:

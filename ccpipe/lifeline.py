@@ -174,12 +174,17 @@ class Guardian:
             self.proc.stdin.close()
         except OSError:
             pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        reap(self.proc)
         self.proc = None
+
+
+def reap(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Wait for a child asked to exit; SIGKILL it if it has not within ``timeout`` s."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def descendant_pids() -> set[int]:

@@ -159,3 +159,56 @@ def html_to_text(html: bytes, main_content: bool) -> tuple[str, str]:
         preserve_formatting=True,
     )
     return title, text
+
+
+# --- what both demo builders share: their options, the completion stamp, shard bounds ---
+
+def demo_parser(description: str, default_out: str) -> "argparse.ArgumentParser":
+    """The options of ``make_demo_wet.py`` and ``make_demo_warc.py``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=None, help=f"output folder (default {default_out})")
+    ap.add_argument("--shards", type=int, default=4, help="number of demo-NNNN shards (default 4)")
+    ap.add_argument("--lo-stride", type=int, default=5, help="keep every N-th LibreOffice help page (default 5)")
+    ap.add_argument("--limit", type=int, default=None, help="keep only the first N pages (after shuffling)")
+    ap.add_argument("--force", action="store_true", help="rebuild even if present")
+    ap.add_argument("--check", action="store_true", help="exit 0 iff the demo files are complete")
+    return ap
+
+
+@dataclass
+class Stamp:
+    """``<out>/.complete``, written last: its first line names what was built (format
+    version and options), so a build with other options is not mistaken for this one."""
+
+    out: Path
+    want: str
+    files: list[str]
+
+    @property
+    def path(self) -> Path:
+        return self.out / ".complete"
+
+    def complete(self) -> bool:
+        return (self.path.exists() and self.path.read_text().splitlines()[:1] == [self.want]
+                and all((self.out / n).exists() for n in self.files))
+
+    def begin(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+
+    def finish(self, summary: str) -> None:
+        self.path.write_text(f"{self.want}\n{summary}\n")
+
+
+def shard_bounds(n_items: int, n_shards: int) -> list[int]:
+    """Start offsets of ``n_shards`` contiguous, near-equal shards, plus the end."""
+    return [round(i * n_items / n_shards) for i in range(n_shards + 1)]
+
+
+def remove_stale_shards(out: Path, pattern: str, names: list[str]) -> None:
+    """Delete shards of an earlier build with more shards than this one."""
+    for stale in out.glob(pattern):
+        if stale.name not in names:
+            stale.unlink()

@@ -22,14 +22,14 @@ built, unless --force.
 """
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _debdocs import DOC_PACKAGES, fetch_debs, iter_pages, log  # noqa: E402
+from _debdocs import (DOC_PACKAGES, Stamp, demo_parser, fetch_debs, iter_pages, log,  # noqa: E402
+                      remove_stale_shards, shard_bounds)
 from make_demo_wet import SEED, page_url, warc_date  # noqa: E402
 
 from ccpipe.io.warc import write_warc  # noqa: E402
@@ -55,44 +55,28 @@ def collect(lo_stride: int, limit: int | None) -> list[tuple[str, str, bytes, st
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default $CCPIPE_HOME/demo-warc)")
-    ap.add_argument("--shards", type=int, default=4, help="number of demo-NNNN shards (default 4)")
-    ap.add_argument("--lo-stride", type=int, default=5, help="keep every N-th LibreOffice help page (default 5)")
-    ap.add_argument("--limit", type=int, default=None, help="keep only the first N pages (after shuffling)")
-    ap.add_argument("--force", action="store_true", help="rebuild even if present")
-    ap.add_argument("--check", action="store_true", help="exit 0 iff the demo files are complete")
-    args = ap.parse_args()
-
+    args = demo_parser(__doc__, "$CCPIPE_HOME/demo-warc").parse_args()
     out = args.out or ccpipe_home() / "demo-warc"
-    stamp = out / ".complete"
     names = [f"demo-{i:04d}.warc.gz" for i in range(max(1, args.shards))]
-    want = f"v{FORMAT_VERSION} shards={len(names)} lo_stride={args.lo_stride} limit={args.limit}"
-
-    def complete() -> bool:
-        return (stamp.exists() and stamp.read_text().splitlines()[:1] == [want]
-                and all((out / n).exists() for n in [*names, "warc.paths"]))
-
+    stamp = Stamp(out, f"v{FORMAT_VERSION} shards={len(names)} lo_stride={args.lo_stride} limit={args.limit}",
+                  [*names, "warc.paths"])
     if args.check:
-        return 0 if complete() else 1
-    if complete() and not args.force:
+        return 0 if stamp.complete() else 1
+    if stamp.complete() and not args.force:
         log(f"demo WARC crawl already built: {out}")
         return 0
     t0 = time.time()
-    out.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
+    stamp.begin()
     pages = collect(args.lo_stride, args.limit)
     if not pages:
         raise SystemExit("no pages found")
-    bounds = [round(i * len(pages) / len(names)) for i in range(len(names) + 1)]
+    bounds = shard_bounds(len(pages), len(names))
     for i, name in enumerate(names):
         write_warc(out / name, pages[bounds[i]:bounds[i + 1]], date=min(p[4] for p in pages))
-    for stale in out.glob("demo-*.warc.gz"):
-        if stale.name not in names:
-            stale.unlink()
+    remove_stale_shards(out, "demo-*.warc.gz", names)
     (out / "warc.paths").write_text("".join(n + "\n" for n in names))
     size = sum((out / n).stat().st_size for n in names)
-    stamp.write_text(f"{want}\n{len(pages)} pages\n")
+    stamp.finish(f"{len(pages)} pages")
     log(f"demo WARC crawl: {len(pages)} HTML responses in {len(names)} files, {size / 1e6:.1f} MB, "
         f"{time.time() - t0:.0f} s -> {out}")
     return 0

@@ -35,7 +35,6 @@ is byte-identical. Skips when already built, unless --force.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import hashlib
 import io
@@ -48,7 +47,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _debdocs import DOC_PACKAGES, deb_version, fetch_debs, html_to_text, iter_pages, log  # noqa: E402
+from _debdocs import (DOC_PACKAGES, Stamp, deb_version, demo_parser, fetch_debs, html_to_text,  # noqa: E402
+                      iter_pages, log, remove_stale_shards, shard_bounds)
 
 from ccpipe.paths import demo_dir  # noqa: E402
 
@@ -142,33 +142,19 @@ def write_wet(path: Path, docs: list[dict], info: dict[str, str]) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=None, help="output folder (default $CCPIPE_HOME/demo)")
-    ap.add_argument("--shards", type=int, default=4, help="number of demo-NNNN shards (default 4)")
-    ap.add_argument("--lo-stride", type=int, default=5, help="keep every N-th LibreOffice help page (default 5)")
-    ap.add_argument("--limit", type=int, default=None, help="keep only the first N pages (after shuffling)")
-    ap.add_argument("--force", action="store_true", help="rebuild even if present")
-    ap.add_argument("--check", action="store_true", help="exit 0 iff the demo files are complete")
-    args = ap.parse_args()
-
+    args = demo_parser(__doc__, "$CCPIPE_HOME/demo").parse_args()
     out = args.out or demo_dir()
-    stamp = out / ".complete"
     shard_names = [f"demo-{i:04d}.warc.wet.gz" for i in range(args.shards)]
-    want = f"v{FORMAT_VERSION} shards={args.shards} lo_stride={args.lo_stride} limit={args.limit}"
-
-    def complete() -> bool:
-        return (stamp.exists() and stamp.read_text().splitlines()[:1] == [want]
-                and all((out / n).exists() for n in [COMBINED, *shard_names, "wet.paths", "labels.tsv"]))
-
+    stamp = Stamp(out, f"v{FORMAT_VERSION} shards={args.shards} lo_stride={args.lo_stride} limit={args.limit}",
+                  [COMBINED, *shard_names, "wet.paths", "labels.tsv"])
     if args.check:
-        return 0 if complete() else 1
-    if complete() and not args.force:
+        return 0 if stamp.complete() else 1
+    if stamp.complete() and not args.force:
         log(f"demo crawl already built: {out / COMBINED}")
         return 0
 
     t0 = time.time()
-    out.mkdir(parents=True, exist_ok=True)
-    stamp.unlink(missing_ok=True)
+    stamp.begin()
     docs = collect(args.lo_stride, args.limit)
     if not docs:
         raise SystemExit("no pages found")
@@ -184,12 +170,10 @@ def main() -> int:
     }
     write_wet(out / COMBINED, docs, info)
     k = max(1, args.shards)
-    bounds = [round(i * len(docs) / k) for i in range(k + 1)]
+    bounds = shard_bounds(len(docs), k)
     for i, name in enumerate(shard_names):
         write_wet(out / name, docs[bounds[i]:bounds[i + 1]], info)
-    for stale in out.glob("demo-*.warc.wet.gz"):
-        if stale.name not in shard_names:
-            stale.unlink()
+    remove_stale_shards(out, "demo-*.warc.wet.gz", shard_names)
     (out / "wet.paths").write_text("".join(n + "\n" for n in shard_names))
     with open(out / "labels.tsv", "w", encoding="utf-8") as f:
         f.write("url\tlang\tlocale\tpackage\ttitle\n")
@@ -201,7 +185,7 @@ def main() -> int:
         langs[d["lang"]] = langs.get(d["lang"], 0) + 1
     top = ", ".join(f"{l}={n}" for l, n in sorted(langs.items(), key=lambda x: -x[1]))
     size = (out / COMBINED).stat().st_size
-    stamp.write_text(f"{want}\nrecords={len(docs)} bytes={size} langs: {top}\n")
+    stamp.finish(f"records={len(docs)} bytes={size} langs: {top}")
     log(f"demo crawl: {len(docs)} records, {len(langs)} languages, {size / 1e6:.1f} MB gz "
         f"-> {out / COMBINED} + {k} shards ({time.time() - t0:.0f}s)")
     log(f"languages: {top}")
