@@ -121,8 +121,19 @@ def interrupt_words(exc: BaseException) -> tuple[str, int]:
     return "interrupted", 128 + signal.SIGINT
 
 
+_STARTED_DEAF_TO_CTRL_C: bool | None = None
+
+
+def started_deaf_to_ctrl_c(_: object = None) -> bool | None:
+    """In a pool worker: whether SIGINT was already ignored when it started, before
+    :func:`worker_init` ignored it (None outside a worker). A task, for tests."""
+    return _STARTED_DEAF_TO_CTRL_C
+
+
 def worker_init(driver_pid: int) -> None:
     """Initializer of local pool workers: die with the driver, leave Ctrl-C to it."""
+    global _STARTED_DEAF_TO_CTRL_C
+    _STARTED_DEAF_TO_CTRL_C = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     exit_when_gone(driver_pid)

@@ -143,6 +143,28 @@ def test_ctrl_c_says_how_to_resume_and_leaves_nothing_running(tmp_path, bench_we
     assert stats.docs_read == 2500 and stats.identity_holds()
 
 
+_WORKERS_AT_START = textwrap.dedent("""
+    from ccpipe import lifeline
+    from ccpipe.config import ExecutorConfig
+    from ccpipe.executors.local import LocalExecutor
+    if __name__ == "__main__":
+        with LocalExecutor(ExecutorConfig(workers=2, progress=False)) as ex:
+            print(sorted({r for _, r in ex.map(lifeline.started_deaf_to_ctrl_c, list(range(8)), desc="probe")}, key=str))
+""")
+
+
+def test_pool_workers_ignore_ctrl_c_from_their_first_instruction(tmp_path):
+    """A worker imports the pipeline before its initializer runs (a second or more on a
+    busy machine); a Ctrl-C then printed its KeyboardInterrupt traceback. The forkserver
+    is started with SIGINT ignored, so workers start with it ignored. Run in a fresh
+    interpreter: a forkserver started earlier in this process would decide otherwise."""
+    script = tmp_path / "probe.py"
+    script.write_text(_WORKERS_AT_START)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == "[True]", (r.stdout, r.stderr[-3000:])
+
+
 _DRIVER = textwrap.dedent("""
     import subprocess, sys, time
     from ccpipe.lifeline import Guardian, descendant_pids
