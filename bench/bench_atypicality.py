@@ -1,13 +1,19 @@
 """Which atypicality finds junk? Labelled junk among clean documents, two corpora.
 
-    .venv/bin/python bench/bench_atypicality.py [--demo demo-out] [--junk 30] [--epochs 20]
+    .venv/bin/python bench/bench_atypicality.py [--demo demo-out] [--junk 30] [--epochs 20] [--shares]
 
 Corpora (each with ``--junk`` documents of each junk kind from bench/textcorpus.py added:
 boilerplate lines of real WET pages, standard-library code, number tables, keyword spam):
 
 * demo: the documents of a finished ``make demo`` run (embedded by ``ccpipe-geometry
   embed``; the junk is embedded with the run's own settings), skipped if absent;
-* multilingual: XQuAD paragraphs in 12 languages + UD PUD sentences in 4.
+* multilingual: XQuAD paragraphs in 12 languages + UD PUD sentences in 4;
+* heldout (``--shares`` only): texts the default share was not chosen on: WikiText-2
+  paragraphs, UD GSD sentences (fr, de, es; >= 8 words), XQuAD in its six non-Latin
+  languages, and junk drawn with another seed.
+
+``--shares`` sweeps the ``knn`` measure's share (k as a share of the reference sample) on
+all three corpora instead of comparing the measures: ROC AUC, seed stability and the top 1%.
 
 For each measure of geometry/atypical.py: ROC AUC of junk against the rest (and per junk
 kind), Spearman between two score models trained with seeds 0 and 1 on the corpus (with
@@ -75,6 +81,51 @@ def text_corpus(n_junk: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return embed(c), a["junk"], kind, a["lang"]
 
 
+def heldout_corpus(n_junk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from textcorpus import DATA, add_wikitext
+
+    c = Corpus()
+    add_wikitext(c)
+    for lang in ("fr", "de", "es"):
+        for split in ("dev", "test"):
+            for line in (DATA / "text" / "ud" / f"{lang}_gsd-ud-{split}.text.tsv").read_text(encoding="utf-8").splitlines()[1:]:
+                sid, _, text = line.partition("\t")
+                if len(text.split()) >= 8:
+                    c.add(text.strip(), "gsd", lang, f"gsd:{sid}")
+    add_xquad(c, ["ar", "el", "hi", "ru", "th", "zh"])
+    for k, t in junk_texts(n_junk, seed=1):
+        c.add(t, "junk", "junk", junk=1, kind=k)
+    a = c.arrays()
+    kind = np.where(a["junk"] == 1, a["kind"], "clean").astype(object)
+    return embed(c), a["junk"], kind, a["lang"]
+
+
+def top_share(s: np.ndarray, is_junk: np.ndarray, lang: np.ndarray) -> dict:
+    """What the top 1% holds: its share of junk, the commonest language among its clean documents."""
+    top = np.argsort(-s, kind="stable")[: max(1, len(s) // 100)]
+    row: dict = {"top1pct_n": int(len(top)), "top1pct_junk_share": float(is_junk[top].mean())}
+    clean_top = [str(v) for v in lang[top][is_junk[top] == 0]]
+    common = Counter(clean_top).most_common(1)
+    if common:
+        row["top1pct_clean_top_language"] = common[0][0]
+        row["top1pct_clean_top_language_share"] = common[0][1] / len(clean_top)
+        row["corpus_share_of_that_language"] = float((lang[is_junk == 0] == common[0][0]).mean())
+    return row
+
+
+def sweep_shares(name: str, x: np.ndarray, is_junk: np.ndarray, kind: np.ndarray, lang: np.ndarray) -> None:
+    from geometry.atypical import SHARE, knn_atypicality
+
+    for share in (0.05, 0.1, 0.15, 0.2, 0.3):
+        s, s1 = knn_atypicality(x, share=share, seed=0), knn_atypicality(x, share=share, seed=1)
+        row = {"share": share, "default": share == SHARE, "auc_junk": auc(s[is_junk == 1], s[is_junk == 0])}
+        for k in sorted(set(kind) - {"clean"}):
+            row[f"auc_{k}"] = auc(s[kind == k], s[is_junk == 0])
+        row["seed_spearman"] = spearman(s, s1)
+        row.update(top_share(s, is_junk, lang))
+        print(f"{name} knn share", json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+
+
 def evaluate(name: str, x: np.ndarray, is_junk: np.ndarray, kind: np.ndarray, lang: np.ndarray, epochs: int) -> None:
     data = torch.from_numpy(x)
     nets = []
@@ -84,7 +135,6 @@ def evaluate(name: str, x: np.ndarray, is_junk: np.ndarray, kind: np.ndarray, la
         nets.append(train_score_model(data, cfg).net)
         print(f"{name} train seed {seed}", json.dumps({"documents": len(x), "junk": int(is_junk.sum()), "s": round(time.perf_counter() - t, 1),
                                                         "metric_sigma": float(nets[-1].metric_sigma)}))
-    top_n = max(1, len(x) // 100)
     from geometry.atypical import knn_distance
 
     s10 = knn_distance(x, 10)
@@ -99,15 +149,7 @@ def evaluate(name: str, x: np.ndarray, is_junk: np.ndarray, kind: np.ndarray, la
         for k in sorted(set(kind) - {"clean"}):
             row[f"auc_{k}"] = auc(s[kind == k], s[is_junk == 0])
         row["seed_spearman"] = spearman(scores[0], scores[1]) if len(scores) > 1 else 1.0
-        top = np.argsort(-s, kind="stable")[:top_n]
-        clean_top = [str(v) for v in lang[top][is_junk[top] == 0]]
-        common = Counter(clean_top).most_common(1)
-        row["top1pct_n"] = int(top_n)
-        row["top1pct_junk_share"] = float(is_junk[top].mean())
-        if common:
-            row["top1pct_clean_top_language"] = common[0][0]
-            row["top1pct_clean_top_language_share"] = common[0][1] / len(clean_top)
-            row["corpus_share_of_that_language"] = float((lang[is_junk == 0] == common[0][0]).mean())
+        row.update(top_share(s, is_junk, lang))
         print(f"{name} {method}", json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
 
 
@@ -116,15 +158,22 @@ def main() -> None:
     ap.add_argument("--demo", default="demo-out")
     ap.add_argument("--junk", type=int, default=30, help="junk documents per kind")
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--shares", action="store_true", help="sweep the knn share on three corpora instead")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     demo = demo_corpus(Path(args.demo), args.junk, seed=0)
-    if demo is not None:
-        evaluate("demo", *demo, epochs=args.epochs)
-    evaluate("multilingual", *text_corpus(args.junk, seed=0), epochs=args.epochs)
+    if args.shares:
+        if demo is not None:
+            sweep_shares("demo", *demo)
+        sweep_shares("multilingual", *text_corpus(args.junk, seed=0))
+        sweep_shares("heldout", *heldout_corpus(args.junk))
+    else:
+        if demo is not None:
+            evaluate("demo", *demo, epochs=args.epochs)
+        evaluate("multilingual", *text_corpus(args.junk, seed=0), epochs=args.epochs)
     print("total_s", round(time.perf_counter() - t0, 1), "load_avg_1m", os.getloadavg()[0])
 
 

@@ -34,7 +34,7 @@ class AuditConfig:
 
     top_atypical: int = 15
     """Most atypical documents listed (geometry's validated atypicality, see docs/geometry.md)."""
-    atypical_share: float = 0.05
+    atypical_share: float = 0.2
     """k of the k-NN atypicality as a share of its reference sample (see geometry/atypical.py)."""
     near_dup_cosine: float = 0.95
     """Two documents whose embeddings' cosine reaches this are near-duplicates in embedding space."""

@@ -42,13 +42,15 @@ def test_knn_distance_equals_brute_force() -> None:
 def test_a_junk_cluster_is_atypical_at_the_scale_of_the_run_not_locally() -> None:
     x, junk = _bulk_and_junk()
     local = knn_distance(x, 10)
-    default = knn_atypicality(x)  # k = 5% of the run: 76 > the 20 junk documents
+    default = knn_atypicality(x)  # k = 20% of the run: 304 > the 20 junk documents
     assert _auc(local[junk == 1], local[junk == 0]) < 0.5  # its own tight cluster hides it
     assert _auc(default[junk == 1], default[junk == 0]) > 0.95
     assert _auc(centroid_distance(x)[junk == 1], centroid_distance(x)[junk == 0]) > 0.9
-    # a reference sample of the run gives nearly the same ranking whatever its seed
-    a = knn_atypicality(x, reference=800, seed=0)
-    b = knn_atypicality(x, reference=800, seed=1)
+    # a reference sample of the run gives nearly the same ranking whatever its seed (here
+    # 1,200 of 1,520; with k = 20% reaching across these six well-separated clusters, an
+    # 800 sample gives 0.90 and a 400 one 0.59; real corpora in bench_atypicality: >= 0.998)
+    a = knn_atypicality(x, reference=1200, seed=0)
+    b = knn_atypicality(x, reference=1200, seed=1)
     assert np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1] > 0.95
 
 
