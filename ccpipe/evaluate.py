@@ -215,6 +215,16 @@ def signals_of(rows: list[dict[str, Any]], cfg: PipelineConfig) -> list[Signal]:
     return out
 
 
+def _fitted_on(fit: dict[str, Any], label_path: str | Path) -> bool:
+    """Whether a model's weights were fitted on this label file: the same content (its
+    SHA-256, recorded since the fit reports it), else the same path."""
+    from ccpipe.models.quality import labels_digest
+
+    if fit.get("labels_sha256"):
+        return fit["labels_sha256"] == labels_digest(label_path)
+    return Path(fit.get("labels", "")).resolve() == Path(label_path).resolve()
+
+
 def eval_texts(label_path: str | Path, cfg: PipelineConfig, bootstrap: int = 1000) -> dict[str, Any]:
     labelled = read_labels(label_path, "text")
     scorer = TextScorer(cfg)
@@ -225,7 +235,7 @@ def eval_texts(label_path: str | Path, cfg: PipelineConfig, bootstrap: int = 100
               "signals": evaluate_signals(signals_of(rows, cfg), y, bootstrap=bootstrap)}
     if scorer.quality is not None:
         fit = scorer.quality._model.info.get("fit")
-        if isinstance(fit, dict) and Path(fit.get("labels", "")).resolve() == Path(label_path).resolve():
+        if isinstance(fit, dict) and _fitted_on(fit, label_path):
             cv = {r["mode"]: r["roc_auc_mean"] for r in fit.get("cross_validated", [])}
             result["note"] = (f"quality_score's weights were fitted on this file ({fit['weights']} weights): its AUC "
                               f"here is in-sample; cross-validated: {cv.get(fit['weights'])}")

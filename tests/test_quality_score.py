@@ -262,6 +262,27 @@ def test_eval_quality_on_the_dev_labels_beats_the_length_baseline(tmp_path, caps
     assert "in-sample" in result.get("note", "")  # the default model was fitted on this very file
 
 
+def test_in_sample_note_follows_the_label_file_content_not_its_path(tmp_path):
+    """The default weights were fitted on the dev labels: a copy of that file elsewhere is
+    still in-sample (set-up may have built the model from another checkout's ../shared),
+    and a file with one label changed is not."""
+    from ccpipe.config import load_config
+    from ccpipe.evaluate import eval_texts
+
+    _default_models_or_skip()
+    cfg = load_config(ROOT / "configs" / "default.yaml", {"quality_score.enabled": True})
+    same = tmp_path / "elsewhere" / "labels.jsonl"
+    same.parent.mkdir()
+    same.write_bytes(DEV_LABELS.read_bytes())
+    assert "in-sample" in eval_texts(same, cfg, bootstrap=20).get("note", "")
+    rows = DEV_LABELS.read_text().splitlines()
+    first = json.loads(rows[0])
+    first["label"] = 1 - first["label"]
+    changed = tmp_path / "changed.jsonl"
+    changed.write_text("\n".join([json.dumps(first)] + rows[1:]) + "\n")
+    assert "note" not in eval_texts(changed, cfg, bootstrap=20)
+
+
 def test_eval_on_a_finished_run_by_id(tmp_path, wet_dir, capsys, caplog):
     from ccpipe.cli import main
     from ccpipe.io.dataset import read_rows

@@ -44,7 +44,7 @@ PUD_TRAIN = 700
 """UD PUD sentences (of 1,000 per language) the classifier trains on; the rest are held out."""
 TOP_WORDS = 64
 HELD_OUT_PAGE_MOD = 4
-PROFILE_VERSION = 5
+PROFILE_VERSION = 6
 """Bumped when the profile or fit changes, so set-up rebuilds the model."""
 
 
@@ -269,6 +269,17 @@ def cross_validate(z: np.ndarray, y: np.ndarray, mode: str, folds: int = 5, repe
             "ci95_first_repeat": [round(v, 4) for v in bootstrap_auc(first, y, 1000, seed)]}
 
 
+def labels_digest(path: str | Path) -> str | None:
+    """SHA-256 of a label file (``None`` when it cannot be read): how ``ccpipe eval`` knows
+    the weights were fitted on the file it is given, wherever that file now lies."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except (OSError, TypeError, ValueError):
+        return None
+
+
 def fit_quality(model: QualityModel, rows: list[tuple[str, dict]], y: np.ndarray, mode: str = "equal",
                 source: str = "") -> dict[str, Any]:
     """Fit ``model``'s weights on labelled rows; returns the cross-validated report."""
@@ -276,7 +287,8 @@ def fit_quality(model: QualityModel, rows: list[tuple[str, dict]], y: np.ndarray
     if len(set(y.tolist())) != 2 or len(y) < 20:
         raise ModelError(f"fitting quality_score needs at least 20 labelled pages of both classes, got {len(y)}")
     z = design(model, rows)
-    report: dict[str, Any] = {"labels": source, "n": int(len(y)), "n_good": int(y.sum()), "weights": mode,
+    report: dict[str, Any] = {"labels": source, "labels_sha256": labels_digest(source), "n": int(len(y)),
+                              "n_good": int(y.sum()), "weights": mode,
                               "single_signal_roc_auc": {k: round(roc_auc(SIGNS[k] * z[:, i], y), 4)
                                                         for i, k in enumerate(SIGNALS) if np.any(z[:, i] != 0)},
                               "cross_validated": [cross_validate(z, y, m) for m in ("equal", "free")]}
