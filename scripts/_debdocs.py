@@ -194,6 +194,16 @@ class Stamp:
         return (self.path.exists() and self.path.read_text().splitlines()[:1] == [self.want]
                 and all((self.out / n).exists() for n in self.files))
 
+    def settled(self, args, built: str) -> int | None:
+        """The exit code when there is nothing to build: ``--check`` (0 if complete, else 1),
+        or a complete build without ``--force`` (logs ``built``); ``None`` to go on."""
+        if args.check:
+            return 0 if self.complete() else 1
+        if self.complete() and not args.force:
+            log(f"{built} already built: {self.out}")
+            return 0
+        return None
+
     def begin(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)

@@ -60,11 +60,8 @@ def main() -> int:
     names = [f"demo-{i:04d}.warc.gz" for i in range(max(1, args.shards))]
     stamp = Stamp(out, f"v{FORMAT_VERSION} shards={len(names)} lo_stride={args.lo_stride} limit={args.limit}",
                   [*names, "warc.paths"])
-    if args.check:
-        return 0 if stamp.complete() else 1
-    if stamp.complete() and not args.force:
-        log(f"demo WARC crawl already built: {out}")
-        return 0
+    if (done := stamp.settled(args, "demo WARC crawl")) is not None:
+        return done
     t0 = time.time()
     stamp.begin()
     pages = collect(args.lo_stride, args.limit)

@@ -147,11 +147,8 @@ def main() -> int:
     shard_names = [f"demo-{i:04d}.warc.wet.gz" for i in range(args.shards)]
     stamp = Stamp(out, f"v{FORMAT_VERSION} shards={args.shards} lo_stride={args.lo_stride} limit={args.limit}",
                   [COMBINED, *shard_names, "wet.paths", "labels.tsv"])
-    if args.check:
-        return 0 if stamp.complete() else 1
-    if stamp.complete() and not args.force:
-        log(f"demo crawl already built: {out / COMBINED}")
-        return 0
+    if (done := stamp.settled(args, "demo crawl")) is not None:
+        return done
 
     t0 = time.time()
     stamp.begin()
